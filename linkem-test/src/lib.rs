@@ -1,0 +1,1 @@
+//! linkem-test
