@@ -2,16 +2,18 @@
 //!
 //! Encoding (pure, no kernel access): [`psched`] (tc's time and rate arithmetic),
 //! [`netem`], [`htb`], [`tbf`], [`filter`] (u32 + mirred), [`dist`] (netem's delay
-//! tables) and [`nla`] (raw attributes).
+//! tables) and [`nla`] (raw attributes). [`handles`] documents the tree every peer's
 //! device carries, and [`plan`] turns a peer's impairments into the requests that build
 //! or change it.
 
 pub mod dist;
 pub mod filter;
+pub mod handles;
 pub mod htb;
 pub mod impairment;
 pub mod netem;
 pub mod nla;
+pub mod plan;
 pub mod psched;
 pub mod tbf;
 

@@ -15,7 +15,7 @@
 //! TBF's limit is the byte limit of its default child, a bfifo. It only holds while that
 //! bfifo is TBF's child: with another qdisc grafted under TBF, `fifo_set_limit` does
 //! nothing and the limit is lost. That is why linkem puts TBF *under* netem, not above
-//! it (see `crate::tc::handles`).
+//! it (see [`crate::tc::handles`]).
 
 use std::time::Duration;
 
