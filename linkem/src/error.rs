@@ -112,6 +112,16 @@ pub enum Error {
     #[error("the network is shut down")]
     ShutDown,
 
+    /// A traffic-control tree that cannot be built as asked (too many destinations, two
+    /// destinations the classifier cannot tell apart).
+    #[error("cannot plan traffic control for {what}: {reason}")]
+    TcPlan {
+        /// What was being planned (the peer or destination).
+        what: String,
+        /// Why, and what would work.
+        reason: String,
+    },
+
     /// An I/O error outside netlink (reading /proc, spawning a process).
     #[error("{op}: {source}")]
     Io {

@@ -1,0 +1,585 @@
+//! Plans: the netlink requests that build a peer's tree, or change one link of it.
+//!
+//! A plan is data, a list of [`TcOp`] to send in order, each with its message and the
+//! netlink flags to add to `NLM_F_REQUEST | NLM_F_ACK`. Nothing here talks to the
+//! kernel. The tree is the one documented in [`crate::tc::handles`].
+//!
+//! Flags, and what the kernel (`tc_modify_qdisc`) does with them:
+//! - [`CREATE`] (`NLM_F_CREATE | NLM_F_EXCL`, `tc ... add`): create, refuse with EEXIST
+//!   if the handle exists.
+//! - [`REPLACE`] (`NLM_F_REPLACE`, no CREATE): used to change a running qdisc's options
+//!   in place. When the qdisc under the given parent already has the given handle the
+//!   kernel calls the qdisc's `change` whatever the flags (REPLACE would only matter to
+//!   graft a *different* handle there); without `NLM_F_CREATE` a missing qdisc is an
+//!   ENOENT instead of a silent re-creation, so drift is reported. Packets queued in
+//!   netem stay queued, and the kind must match (else EINVAL).
+//! - Deletions carry no flags.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::tc::TcMessage;
+
+use crate::error::{Error, Result};
+use crate::tc::filter::{self, Family, FilterTarget};
+use crate::tc::handles::{DestSlot, DEFAULT_CLASS, DEFAULT_MINOR, DEVICE_ROOT, ROOT};
+use crate::tc::htb::{self, HtbClass};
+use crate::tc::impairment::LinkImpairment;
+use crate::tc::netem;
+use crate::tc::psched::Psched;
+use crate::tc::tbf::{self, Tbf};
+
+/// Flags that create, refusing to overwrite (`tc ... add`).
+pub const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
+/// Flags that change an existing qdisc in place (see the module docs).
+pub const REPLACE: u16 = NLM_F_REPLACE;
+
+/// One request of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcOp {
+    /// `RTM_NEWQDISC`.
+    NewQdisc {
+        /// The qdisc.
+        message: TcMessage,
+        /// [`CREATE`] or [`REPLACE`].
+        flags: u16,
+    },
+    /// `RTM_DELQDISC` (and everything under the qdisc).
+    DelQdisc {
+        /// Device, handle and parent of the qdisc.
+        message: TcMessage,
+    },
+    /// `RTM_NEWTCLASS`.
+    NewClass {
+        /// The class.
+        message: TcMessage,
+        /// [`CREATE`].
+        flags: u16,
+    },
+    /// `RTM_DELTCLASS` (and its leaf qdiscs; its filters must be gone).
+    DelClass {
+        /// Device, class id and parent.
+        message: TcMessage,
+    },
+    /// `RTM_NEWTFILTER`.
+    NewFilter {
+        /// The filter.
+        message: TcMessage,
+        /// [`CREATE`].
+        flags: u16,
+    },
+    /// `RTM_DELTFILTER`.
+    DelFilter {
+        /// Device, parent, priority/protocol, kind and handle of the filter.
+        message: TcMessage,
+    },
+}
+
+impl TcOp {
+    /// The message to send.
+    pub fn message(&self) -> &TcMessage {
+        match self {
+            TcOp::NewQdisc { message, .. }
+            | TcOp::DelQdisc { message }
+            | TcOp::NewClass { message, .. }
+            | TcOp::DelClass { message }
+            | TcOp::NewFilter { message, .. }
+            | TcOp::DelFilter { message } => message,
+        }
+    }
+
+    /// The flags to add to `NLM_F_REQUEST | NLM_F_ACK`.
+    pub fn flags(&self) -> u16 {
+        match self {
+            TcOp::NewQdisc { flags, .. }
+            | TcOp::NewClass { flags, .. }
+            | TcOp::NewFilter { flags, .. } => *flags,
+            _ => 0,
+        }
+    }
+
+    /// A short description for error messages, such as `add qdisc 5:0 parent 1:5 on
+    /// ifindex 3`.
+    pub fn describe(&self) -> String {
+        let h = &self.message().header;
+        let verb = match self {
+            TcOp::NewQdisc { flags, .. } if *flags & NLM_F_CREATE == 0 => "change qdisc",
+            TcOp::NewQdisc { .. } => "add qdisc",
+            TcOp::DelQdisc { .. } => "delete qdisc",
+            TcOp::NewClass { .. } => "add class",
+            TcOp::DelClass { .. } => "delete class",
+            TcOp::NewFilter { .. } => "add filter",
+            TcOp::DelFilter { .. } => "delete filter",
+        };
+        format!(
+            "{verb} {} parent {} on ifindex {}",
+            h.handle, h.parent, h.index
+        )
+    }
+}
+
+/// One destination of a source peer, as the plan needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Its place in the tree (handles).
+    pub slot: DestSlot,
+    /// Its address (what the filter matches).
+    pub addr: IpAddr,
+    /// What the link to it does.
+    pub impairment: LinkImpairment,
+    /// The ifindex of an IFB device reserved for this destination, when its netem must
+    /// not share the source's device: duplication on kernels that refuse a duplicating
+    /// netem beside other netems (see [`crate::tc::handles`]). The caller
+    /// detects the kernel behaviour and creates the device; `None` keeps everything on
+    /// the source's device.
+    pub ifb: Option<u32>,
+}
+
+fn ifb_index(ifb: u32) -> Result<i32> {
+    i32::try_from(ifb).map_err(|_| Error::TcPlan {
+        what: format!("IFB ifindex {ifb}"),
+        reason: "not a valid ifindex".into(),
+    })
+}
+
+/// The requests that give one destination its subtree and filter (nothing when it is
+/// unimpaired: its packets fall to the default class).
+fn add_destination(ifindex: i32, d: &Destination, psched: &Psched) -> Result<Vec<TcOp>> {
+    let imp = &d.impairment;
+    if imp.is_none() {
+        return Ok(vec![]);
+    }
+    let limit = netem::effective_limit(imp);
+    let slot = d.slot;
+    let mut ops = Vec::new();
+    let (dev, netem_parent, target) = match d.ifb {
+        None => {
+            ops.push(TcOp::NewClass {
+                message: htb::class(ifindex, slot.class(), ROOT, &HtbClass::unlimited(), psched),
+                flags: CREATE,
+            });
+            (ifindex, slot.class(), FilterTarget::Class(slot.class()))
+        }
+        Some(ifb) => (
+            ifb_index(ifb)?,
+            DEVICE_ROOT,
+            FilterTarget::Redirect { ifindex: ifb },
+        ),
+    };
+    ops.push(TcOp::NewQdisc {
+        message: netem::qdisc(dev, slot.netem(), netem_parent, imp, limit),
+        flags: CREATE,
+    });
+    if let Some(shaper) = Tbf::from_impairment(imp) {
+        ops.push(TcOp::NewQdisc {
+            message: tbf::qdisc(dev, slot.tbf(), slot.netem_child(), &shaper, psched),
+            flags: CREATE,
+        });
+    }
+    // Last, so packets are classified only once their subtree exists.
+    ops.push(TcOp::NewFilter {
+        message: filter::dst_filter(ifindex, ROOT, d.addr, target),
+        flags: CREATE,
+    });
+    Ok(ops)
+}
+
+/// The requests that take one destination's subtree and filter away.
+fn remove_destination(ifindex: i32, d: &Destination) -> Result<Vec<TcOp>> {
+    if d.impairment.is_none() {
+        return Ok(vec![]);
+    }
+    // The filter first: a class with filters bound to it cannot be deleted.
+    let mut ops = vec![TcOp::DelFilter {
+        message: filter::delete_dst_filter(ifindex, ROOT, d.addr),
+    }];
+    ops.push(match d.ifb {
+        // Deleting the class deletes its netem and TBF.
+        None => TcOp::DelClass {
+            message: crate::tc::bare_message(ifindex, d.slot.class(), ROOT),
+        },
+        Some(ifb) => TcOp::DelQdisc {
+            message: crate::tc::bare_message(ifb_index(ifb)?, d.slot.netem(), DEVICE_ROOT),
+        },
+    });
+    Ok(ops)
+}
+
+/// Checks that destinations can share one tree: valid impairments, distinct slots,
+/// addresses and filter handles.
+fn check(destinations: &[Destination]) -> Result<()> {
+    let mut slots = HashMap::new();
+    let mut handles: HashMap<filter::U32Handle, IpAddr> = HashMap::new();
+    for d in destinations {
+        d.impairment.validate()?;
+        if let Some(other) = slots.insert(d.slot, d.addr) {
+            return Err(Error::TcPlan {
+                what: format!("destinations {other} and {}", d.addr),
+                reason: format!("both use slot {}", d.slot.get()),
+            });
+        }
+        if let Some(other) = handles.insert(filter::dst_handle(d.addr), d.addr) {
+            let reason = if other == d.addr {
+                "the same address twice".to_string()
+            } else {
+                format!(
+                    "their u32 filters would share handle {} (addresses that agree in \
+                     their low 19 bits must lie in one /13 for IPv4, /109 for IPv6)",
+                    filter::dst_handle(d.addr)
+                )
+            };
+            return Err(Error::TcPlan {
+                what: format!("destinations {other} and {}", d.addr),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The requests that build a source peer's whole tree on its device `ifindex` (which
+/// must have no qdisc of linkem's yet), for the given destinations.
+///
+/// Both families' hash tables are always created, so a later [`plan_change`] can add a
+/// destination of either family. Unimpaired destinations need nothing.
+pub fn plan_tree(ifindex: i32, destinations: &[Destination], psched: &Psched) -> Result<Vec<TcOp>> {
+    check(destinations)?;
+    let mut ops = vec![
+        TcOp::NewQdisc {
+            message: htb::qdisc(ifindex, ROOT, DEVICE_ROOT, DEFAULT_MINOR),
+            flags: CREATE,
+        },
+        TcOp::NewClass {
+            message: htb::class(ifindex, DEFAULT_CLASS, ROOT, &HtbClass::unlimited(), psched),
+            flags: CREATE,
+        },
+    ];
+    for family in Family::ALL {
+        ops.push(TcOp::NewFilter {
+            message: filter::hash_table(ifindex, ROOT, family),
+            flags: CREATE,
+        });
+        ops.push(TcOp::NewFilter {
+            message: filter::hash_link(ifindex, ROOT, family),
+            flags: CREATE,
+        });
+    }
+    for d in destinations {
+        ops.extend(add_destination(ifindex, d, psched)?);
+    }
+    Ok(ops)
+}
+
+/// The requests that remove a source peer's tree: its root qdisc (with every class,
+/// qdisc and filter under it) and the root qdisc of each of its IFB devices.
+pub fn plan_teardown(ifindex: i32, destinations: &[Destination]) -> Result<Vec<TcOp>> {
+    let mut ops = vec![TcOp::DelQdisc {
+        message: crate::tc::bare_message(ifindex, ROOT, DEVICE_ROOT),
+    }];
+    for d in destinations {
+        if let (Some(ifb), false) = (d.ifb, d.impairment.is_none()) {
+            ops.push(TcOp::DelQdisc {
+                message: crate::tc::bare_message(ifb_index(ifb)?, d.slot.netem(), DEVICE_ROOT),
+            });
+        }
+    }
+    Ok(ops)
+}
+
+/// The fewest requests that turn one link of a built tree from `old` into `new` (same
+/// slot and address):
+/// - unimpaired -> impaired: add class, netem, TBF (if shaped), filter;
+/// - impaired -> unimpaired: delete filter, then class (or the IFB's root);
+/// - moved between the device and an IFB: remove, then add;
+/// - otherwise netem's options are changed in place ([`REPLACE`], with the attributes
+///   that reset what the kernel would otherwise keep, see [`netem::change_options`]) if
+///   they differ, and the TBF is changed in place, added or deleted as the shaper
+///   changes, appears or disappears.
+pub fn plan_change(
+    ifindex: i32,
+    old: &Destination,
+    new: &Destination,
+    psched: &Psched,
+) -> Result<Vec<TcOp>> {
+    if old.slot != new.slot || old.addr != new.addr {
+        return Err(Error::TcPlan {
+            what: format!("destination {} (slot {})", new.addr, new.slot.get()),
+            reason: format!(
+                "a change keeps slot and address (was {} in slot {})",
+                old.addr,
+                old.slot.get()
+            ),
+        });
+    }
+    new.impairment.validate()?;
+    let (was, is) = (!old.impairment.is_none(), !new.impairment.is_none());
+    if !was || !is || old.ifb != new.ifb {
+        let mut ops = if was {
+            remove_destination(ifindex, old)?
+        } else {
+            vec![]
+        };
+        if is {
+            ops.extend(add_destination(ifindex, new, psched)?);
+        }
+        return Ok(ops);
+    }
+
+    let slot = new.slot;
+    let (dev, netem_parent) = match new.ifb {
+        None => (ifindex, slot.class()),
+        Some(ifb) => (ifb_index(ifb)?, DEVICE_ROOT),
+    };
+    let mut ops = Vec::new();
+    let (old_limit, new_limit) = (
+        netem::effective_limit(&old.impairment),
+        netem::effective_limit(&new.impairment),
+    );
+    if netem::options(&old.impairment, old_limit) != netem::options(&new.impairment, new_limit) {
+        ops.push(TcOp::NewQdisc {
+            message: netem::change_qdisc(
+                dev,
+                slot.netem(),
+                netem_parent,
+                &new.impairment,
+                new_limit,
+                &old.impairment,
+            ),
+            flags: REPLACE,
+        });
+    }
+    match (
+        Tbf::from_impairment(&old.impairment),
+        Tbf::from_impairment(&new.impairment),
+    ) {
+        (None, None) => {}
+        (Some(a), Some(b)) if a == b => {}
+        (before, Some(shaper)) => ops.push(TcOp::NewQdisc {
+            message: tbf::qdisc(dev, slot.tbf(), slot.netem_child(), &shaper, psched),
+            flags: if before.is_some() { REPLACE } else { CREATE },
+        }),
+        (Some(_), None) => ops.push(TcOp::DelQdisc {
+            message: crate::tc::bare_message(dev, slot.tbf(), slot.netem_child()),
+        }),
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::PeerId;
+    use crate::tc::impairment::Rate;
+    use rtnetlink::packet_route::tc::TcAttribute;
+    use std::time::Duration;
+
+    const DEV: i32 = 3;
+
+    fn dest(peer: usize, addr: &str, imp: LinkImpairment) -> Destination {
+        Destination {
+            slot: DestSlot::from_peer(PeerId(peer)).unwrap(),
+            addr: addr.parse().unwrap(),
+            impairment: imp,
+            ifb: None,
+        }
+    }
+
+    fn kind(op: &TcOp) -> Option<&str> {
+        op.message().attributes.iter().find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.as_str()),
+            _ => None,
+        })
+    }
+
+    /// `(verb, kind, ifindex, handle, parent)` of each op, for readable assertions.
+    fn summary(ops: &[TcOp]) -> Vec<String> {
+        ops.iter()
+            .map(|op| {
+                let h = &op.message().header;
+                let verb = op.describe();
+                let verb = verb.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                format!(
+                    "{verb} {} {} {} {}",
+                    kind(op).unwrap_or("-"),
+                    h.index,
+                    h.handle,
+                    h.parent
+                )
+            })
+            .collect()
+    }
+
+    fn delay(ms: u64) -> LinkImpairment {
+        LinkImpairment::new().with_latency(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn tree_for_one_source() {
+        let dests = [
+            dest(2, "10.0.0.2", delay(50)),
+            dest(3, "10.0.0.3", LinkImpairment::new()),
+            dest(4, "fd00::4", delay(10).with_rate(Rate::mbit(10))),
+        ];
+        let ops = plan_tree(DEV, &dests, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&ops),
+            [
+                "add qdisc htb 3 1:0 65535:65535",
+                "add class htb 3 1:1 1:0",
+                "add filter u32 3 64:0 1:0",
+                "add filter u32 3 0:1 1:0",
+                "add filter u32 3 96:0 1:0",
+                "add filter u32 3 0:1 1:0",
+                // peer 2: slot 1, x = 3
+                "add class htb 3 1:3 1:0",
+                "add qdisc netem 3 3:0 1:3",
+                "add filter u32 3 64:8193 1:0",
+                // peer 3 is unimpaired: nothing
+                // peer 4: slot 3, x = 5, shaped
+                "add class htb 3 1:5 1:0",
+                "add qdisc netem 3 5:0 1:5",
+                "add qdisc tbf 3 32773:0 5:1",
+                "add filter u32 3 96:16385 1:0",
+            ]
+        );
+        assert!(ops.iter().all(|op| op.flags() == CREATE));
+    }
+
+    #[test]
+    fn duplicating_destination_lives_on_its_ifb() {
+        let mut d = dest(2, "10.0.0.2", delay(30).with_duplicate(100.0));
+        d.ifb = Some(7);
+        let ops = plan_tree(DEV, std::slice::from_ref(&d), &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&ops[6..]),
+            [
+                "add qdisc netem 7 3:0 65535:65535",
+                "add filter u32 3 64:8193 1:0"
+            ]
+        );
+        let teardown = plan_teardown(DEV, &[d]).unwrap();
+        assert_eq!(
+            summary(&teardown),
+            [
+                "delete qdisc - 3 1:0 65535:65535",
+                "delete qdisc - 7 3:0 65535:65535"
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_share_a_tree() {
+        let a = dest(2, "10.0.0.2", delay(1));
+        let same_slot = Destination {
+            addr: "10.0.0.9".parse().unwrap(),
+            ..a.clone()
+        };
+        assert!(matches!(
+            plan_tree(DEV, &[a.clone(), same_slot], &Psched::MODERN),
+            Err(Error::TcPlan { .. })
+        ));
+        let far = dest(5, "10.8.0.2", delay(1));
+        let err = plan_tree(DEV, &[a.clone(), far], &Psched::MODERN).unwrap_err();
+        assert!(err.to_string().contains("4:2:1"), "{err}");
+        let bad = dest(6, "10.0.0.6", LinkImpairment::new().with_loss(200.0));
+        assert!(matches!(
+            plan_tree(DEV, &[bad], &Psched::MODERN),
+            Err(Error::InvalidImpairment { .. })
+        ));
+    }
+
+    #[test]
+    fn change_edits_netem_in_place() {
+        let old = dest(2, "10.0.0.2", delay(50));
+        let new = dest(2, "10.0.0.2", delay(80).with_loss(1.0));
+        let ops = plan_change(DEV, &old, &new, &Psched::MODERN).unwrap();
+        assert_eq!(summary(&ops), ["change qdisc netem 3 3:0 1:3"]);
+        assert_eq!(ops[0].flags(), REPLACE);
+        assert!(plan_change(DEV, &old, &old, &Psched::MODERN)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn change_adds_and_removes_the_shaper() {
+        let plain = dest(2, "10.0.0.2", delay(50).with_limit(5000));
+        let shaped = dest(
+            2,
+            "10.0.0.2",
+            delay(50).with_limit(5000).with_rate(Rate::mbit(5)),
+        );
+        let ops = plan_change(DEV, &plain, &shaped, &Psched::MODERN).unwrap();
+        assert_eq!(summary(&ops), ["add qdisc tbf 3 32771:0 3:1"]);
+        let faster = dest(
+            2,
+            "10.0.0.2",
+            delay(50).with_limit(5000).with_rate(Rate::mbit(50)),
+        );
+        let ops = plan_change(DEV, &shaped, &faster, &Psched::MODERN).unwrap();
+        assert_eq!(summary(&ops), ["change qdisc tbf 3 32771:0 3:1"]);
+        let ops = plan_change(DEV, &shaped, &plain, &Psched::MODERN).unwrap();
+        assert_eq!(summary(&ops), ["delete qdisc - 3 32771:0 3:1"]);
+    }
+
+    #[test]
+    fn auto_limit_follows_the_shaper() {
+        // Without an explicit limit, a new rate changes netem's limit too.
+        let a = dest(2, "10.0.0.2", delay(1000).with_rate(Rate::mbit(100)));
+        let b = dest(2, "10.0.0.2", delay(1000).with_rate(Rate::mbit(200)));
+        let ops = plan_change(DEV, &a, &b, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&ops),
+            [
+                "change qdisc netem 3 3:0 1:3",
+                "change qdisc tbf 3 32771:0 3:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn impairment_appears_and_disappears() {
+        let none = dest(2, "10.0.0.2", LinkImpairment::new());
+        let some = dest(2, "10.0.0.2", delay(5));
+        let add = plan_change(DEV, &none, &some, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&add),
+            [
+                "add class htb 3 1:3 1:0",
+                "add qdisc netem 3 3:0 1:3",
+                "add filter u32 3 64:8193 1:0"
+            ]
+        );
+        let remove = plan_change(DEV, &some, &none, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&remove),
+            [
+                "delete filter u32 3 64:8193 1:0",
+                "delete class - 3 1:3 1:0"
+            ]
+        );
+        let mut moved = some.clone();
+        moved.impairment = moved.impairment.with_duplicate(10.0);
+        moved.ifb = Some(9);
+        let ops = plan_change(DEV, &some, &moved, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&ops),
+            [
+                "delete filter u32 3 64:8193 1:0",
+                "delete class - 3 1:3 1:0",
+                "add qdisc netem 9 3:0 65535:65535",
+                "add filter u32 3 64:8193 1:0"
+            ]
+        );
+    }
+
+    #[test]
+    fn change_keeps_identity() {
+        let a = dest(2, "10.0.0.2", delay(5));
+        let b = dest(3, "10.0.0.2", delay(5));
+        assert!(matches!(
+            plan_change(DEV, &a, &b, &Psched::MODERN),
+            Err(Error::TcPlan { .. })
+        ));
+    }
+}
