@@ -10,10 +10,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::thread::JoinHandle;
 
 use futures::StreamExt;
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, TokioSocket};
 use nix::errno::Errno;
@@ -21,10 +18,6 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result, PRIVILEGE_HINT};
 
-/// Flags of a request that creates an object and fails if it exists.
-pub(crate) const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-/// Flags of a request that creates or replaces an object.
-pub(crate) const REPLACE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 /// Flags of a request that changes or deletes an existing object.
 pub(crate) const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
 /// Flags of a dump.

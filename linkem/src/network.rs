@@ -150,6 +150,7 @@ pub struct Network {
     hub: NetNs,
     hub_rtnl: Rtnl,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) trees: tokio::sync::Mutex<crate::tc::tree::Trees>,
     driver: Driver,
 }
 
@@ -177,6 +178,7 @@ impl Network {
             hub,
             hub_rtnl,
             threads: Mutex::new(Vec::new()),
+            trees: Default::default(),
             driver,
         })
     }

@@ -511,6 +511,49 @@ impl LinkImpairment {
     }
 }
 
+/// A one-line description of an impairment, as tc would say it (`delay 100ms loss 1%
+/// rate 10mbit`), for reports.
+pub fn summary(imp: &LinkImpairment) -> String {
+    if imp.is_none() {
+        return "none".into();
+    }
+    let mut parts = Vec::new();
+    if imp.latency > 0 || imp.jitter > 0 {
+        let mut s = format!("delay {:?}", imp.latency_duration());
+        if imp.jitter > 0 {
+            s += &format!(
+                " ± {:?} ({:?})",
+                imp.jitter_duration(),
+                imp.jitter_distribution
+            );
+        }
+        parts.push(s);
+    }
+    for (name, value) in [
+        ("loss", imp.loss),
+        ("duplicate", imp.duplicate),
+        ("corrupt", imp.corrupt),
+        ("reorder", imp.reorder),
+    ] {
+        if value > 0.0 {
+            parts.push(format!("{name} {value}%"));
+        }
+    }
+    if let Some(model) = &imp.loss_model {
+        parts.push(format!("loss model {model:?}"));
+    }
+    if let Some(rate) = imp.rate() {
+        parts.push(format!("rate {rate}"));
+    }
+    if let Some(rate) = imp.netem_rate {
+        parts.push(format!("netem rate {rate}"));
+    }
+    if let Some(limit) = imp.limit {
+        parts.push(format!("limit {limit}"));
+    }
+    parts.join(" ")
+}
+
 fn check_percent(field: &'static str, value: f64) -> Result<(), Error> {
     if value.is_finite() && (0.0..=100.0).contains(&value) {
         Ok(())

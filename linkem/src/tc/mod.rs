@@ -16,6 +16,9 @@ pub mod nla;
 pub mod plan;
 pub mod psched;
 pub mod tbf;
+pub(crate) mod tree;
+
+pub use tree::LinkStats;
 
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 

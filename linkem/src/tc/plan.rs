@@ -167,13 +167,20 @@ fn add_destination(ifindex: i32, d: &Destination, psched: &Psched) -> Result<Vec
             FilterTarget::Redirect { ifindex: ifb },
         ),
     };
-    ops.push(TcOp::NewQdisc {
-        message: netem::qdisc(dev, slot.netem(), netem_parent, imp, limit),
-        flags: CREATE,
-    });
+    // A shaper-only link has no netem: the TBF is the class's leaf. Kernels without
+    // sch_netem (this project's CI host) can still shape.
+    let tbf_parent = if imp.needs_netem() {
+        ops.push(TcOp::NewQdisc {
+            message: netem::qdisc(dev, slot.netem(), netem_parent, imp, limit),
+            flags: CREATE,
+        });
+        slot.netem_child()
+    } else {
+        netem_parent
+    };
     if let Some(shaper) = Tbf::from_impairment(imp) {
         ops.push(TcOp::NewQdisc {
-            message: tbf::qdisc(dev, slot.tbf(), slot.netem_child(), &shaper, psched),
+            message: tbf::qdisc(dev, slot.tbf(), tbf_parent, &shaper, psched),
             flags: CREATE,
         });
     }
@@ -314,7 +321,8 @@ pub fn plan_change(
     }
     new.impairment.validate()?;
     let (was, is) = (!old.impairment.is_none(), !new.impairment.is_none());
-    if !was || !is || old.ifb != new.ifb {
+    let reshaped = old.impairment.needs_netem() != new.impairment.needs_netem();
+    if !was || !is || old.ifb != new.ifb || reshaped {
         let mut ops = if was {
             remove_destination(ifindex, old)?
         } else {
@@ -336,7 +344,15 @@ pub fn plan_change(
         netem::effective_limit(&old.impairment),
         netem::effective_limit(&new.impairment),
     );
-    if netem::options(&old.impairment, old_limit) != netem::options(&new.impairment, new_limit) {
+    let has_netem = new.impairment.needs_netem();
+    let tbf_parent = if has_netem {
+        slot.netem_child()
+    } else {
+        netem_parent
+    };
+    if has_netem
+        && netem::options(&old.impairment, old_limit) != netem::options(&new.impairment, new_limit)
+    {
         ops.push(TcOp::NewQdisc {
             message: netem::change_qdisc(
                 dev,
@@ -356,11 +372,11 @@ pub fn plan_change(
         (None, None) => {}
         (Some(a), Some(b)) if a == b => {}
         (before, Some(shaper)) => ops.push(TcOp::NewQdisc {
-            message: tbf::qdisc(dev, slot.tbf(), slot.netem_child(), &shaper, psched),
+            message: tbf::qdisc(dev, slot.tbf(), tbf_parent, &shaper, psched),
             flags: if before.is_some() { REPLACE } else { CREATE },
         }),
         (Some(_), None) => ops.push(TcOp::DelQdisc {
-            message: crate::tc::bare_message(dev, slot.tbf(), slot.netem_child()),
+            message: crate::tc::bare_message(dev, slot.tbf(), tbf_parent),
         }),
     }
     Ok(ops)
