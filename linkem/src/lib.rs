@@ -8,6 +8,8 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use testing::{Controller, Peer};
 
+pub use linkem_macros::test;
+
 /// What `#[linkem::test]` expands to refers only to this module, so that the user's
 /// crate needs no dependency but linkem. Not a public API.
 #[doc(hidden)]
