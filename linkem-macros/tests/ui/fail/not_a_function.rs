@@ -1,0 +1,4 @@
+#[linkem::test(peers = 2)]
+struct Cluster;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[linkem::test(peers = 2)]
+fn blocking(_peer: linkem::Peer) {}
+
+fn main() {}
