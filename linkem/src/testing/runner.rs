@@ -51,7 +51,9 @@ pub async fn run(spec: TestSpec) -> Result<(), Failure> {
         Ok(Ok(())) => None,
         Ok(Err(f)) if f.unsupported => return Err(Failure::Unsupported(f.message)),
         Ok(Err(f)) => Some(f.message),
-        Err(_) => Some(format!("timed out after {timeout:?} (set `timeout = \"...\"` to change it)")),
+        Err(_) => Some(format!(
+            "timed out after {timeout:?} (set `timeout = \"...\"` to change it)"
+        )),
     };
     // The bodies' futures are gone by now (finished or dropped, which cancels the peer
     // threads); describe the network before it goes.
@@ -157,7 +159,12 @@ async fn caught(body: ControllerFuture) -> Outcome {
 /// The topology, each link's configured impairment, and the kernel's counters.
 async fn describe(spec: &TestSpec, network: &Network) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "network: {} peers in {}", network.peer_count(), network.subnet());
+    let _ = writeln!(
+        out,
+        "network: {} peers in {}",
+        network.peer_count(),
+        network.subnet()
+    );
     for peer in network.peers() {
         if let Ok(addr) = network.addr(peer) {
             let _ = writeln!(out, "  peer {peer}: {addr}");
@@ -168,7 +175,11 @@ async fn describe(spec: &TestSpec, network: &Network) -> String {
         let _ = writeln!(out, "links: no impairment configured");
     }
     for (link, imp) in links {
-        let _ = write!(out, "  link {link}: {}", crate::tc::impairment::summary(&imp));
+        let _ = write!(
+            out,
+            "  link {link}: {}",
+            crate::tc::impairment::summary(&imp)
+        );
         match network.link_stats(link).await {
             Ok(Some(stats)) => {
                 let _ = writeln!(out, " | {stats}");

@@ -472,7 +472,10 @@ mod tests {
     fn outcomes() {
         assert_eq!(().into_outcome(), Ok(()));
         assert_eq!(Ok::<(), std::io::Error>(()).into_outcome(), Ok(()));
-        assert_eq!(Err::<(), _>("boom").into_outcome(), Err(String::from("\"boom\"").into()));
+        assert_eq!(
+            Err::<(), _>("boom").into_outcome(),
+            Err(String::from("\"boom\"").into())
+        );
     }
 
     #[test]
