@@ -73,7 +73,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn assert_close(measured: Duration, want: Duration, what: &str) {
+/// The one-way delay of an unimpaired direction, measured in the same run: what the
+/// stack and the scheduler add on this kernel (user-mode-linux adds about a millisecond).
+async fn baseline(net: &Network, from: PeerId, to: PeerId) -> Result<Duration, Error> {
+    Ok(median(one_way_delays(net, from, to, 30).await?))
+}
+
+/// `measured` is within 2% (+ 1 ms) of `configured` plus the baseline.
+fn assert_close(measured: Duration, configured: Duration, base: Duration, what: &str) {
+    let want = configured + base;
     let err = measured.as_secs_f64() - want.as_secs_f64();
     // 2% of the configured value plus 1 ms of scheduling on a slow kernel.
     let bound = want.as_secs_f64() * 0.02 + 0.001;
@@ -90,6 +98,7 @@ fn ms(n: u64) -> Duration {
 #[linkem::test]
 async fn latency_is_per_destination_and_per_direction() -> Result<(), Error> {
     let net = network(3).await?;
+    let base = baseline(&net, P1, P2).await?;
     net.apply_impairment(
         Link::new(P1, P2),
         LinkImpairment::new().with_latency(ms(40)),
@@ -103,11 +112,13 @@ async fn latency_is_per_destination_and_per_direction() -> Result<(), Error> {
     assert_close(
         median(one_way_delays(&net, P1, P2, 60).await?),
         ms(40),
+        base,
         "1 -> 2",
     );
     assert_close(
         median(one_way_delays(&net, P2, P1, 60).await?),
         ms(15),
+        base,
         "2 -> 1",
     );
     let untouched = median(one_way_delays(&net, P1, P3, 60).await?);
@@ -121,6 +132,7 @@ async fn latency_is_per_destination_and_per_direction() -> Result<(), Error> {
 #[linkem::test]
 async fn the_seed_example_link_is_measurable() -> Result<(), Error> {
     let net = network(2).await?;
+    let base = baseline(&net, P1, P2).await?;
     net.apply_impairment(
         Link::new(P1, P2),
         LinkImpairment {
@@ -137,7 +149,7 @@ async fn the_seed_example_link_is_measurable() -> Result<(), Error> {
         "1% loss, yet {} of 100 arrived",
         delays.len()
     );
-    assert_close(median(delays), ms(100), "1 -> 2");
+    assert_close(median(delays), ms(100), base, "1 -> 2");
     Ok(())
 }
 
@@ -145,11 +157,13 @@ async fn the_seed_example_link_is_measurable() -> Result<(), Error> {
 async fn a_change_mid_stream_takes_effect_in_place() -> Result<(), Error> {
     let net = network(2).await?;
     let link = Link::new(P1, P2);
+    let base = baseline(&net, P1, P2).await?;
     net.apply_impairment(link, LinkImpairment::new().with_latency(ms(50)))
         .await?;
     assert_close(
         median(one_way_delays(&net, P1, P2, 30).await?),
         ms(50),
+        base,
         "before",
     );
     net.apply_impairment(link, LinkImpairment::new().with_latency(ms(10)))
@@ -157,6 +171,7 @@ async fn a_change_mid_stream_takes_effect_in_place() -> Result<(), Error> {
     assert_close(
         median(one_way_delays(&net, P1, P2, 30).await?),
         ms(10),
+        base,
         "after",
     );
     // The same value again is a no-op, and the tree keeps its root.
