@@ -14,7 +14,7 @@
 //! another, and the host namespace is never touched. Interface indexes are chosen at
 //! creation (both veth ends accept one), which saves a lookup per peer.
 //!
-//! Namespaces are held by descriptors ([`crate::namespace`]); dropping the network
+//! Namespaces are held by descriptors (see the `namespace` module); dropping the network
 //! closes them and the kernel destroys the namespaces, with every veth, bridge and
 //! qdisc in them, even if the process dies by SIGKILL.
 
