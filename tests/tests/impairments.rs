@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use linkem::network::{Link, Network, PeerId};
-use linkem::tc::impairment::{LinkImpairment, Rate};
+use linkem::tc::impairment::{Distribution, LinkImpairment, Rate};
 use linkem::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -570,6 +570,87 @@ async fn bad_input_is_refused_before_the_kernel() -> Result<(), Error> {
     assert!(
         !String::from_utf8_lossy(&qdiscs.stdout).contains("htb"),
         "no tree was built for refused input"
+    );
+    Ok(())
+}
+
+#[linkem::test]
+async fn jitter_spreads_as_its_distribution() -> Result<(), Error> {
+    let net = network(2).await?;
+    let base = baseline(&net, P1, P2).await?;
+    let jittery = |d| {
+        LinkImpairment::new()
+            .with_latency(ms(30))
+            .with_jitter(ms(6))
+            .with_distribution(d)
+    };
+    // Uniform in 30 ± 6 ms: every sample inside, standard deviation 6/√3 ≈ 3.5 ms.
+    net.apply_impairment(Link::new(P1, P2), jittery(Distribution::Uniform))
+        .await?;
+    let uniform = one_way_delays(&net, P1, P2, 300).await?;
+    let (mean, sd) = mean_sd(&uniform);
+    let base_ms = base.as_secs_f64() * 1e3;
+    assert!(
+        (mean - 30.0 - base_ms).abs() < 1.0,
+        "uniform mean {mean:.2} ms"
+    );
+    assert!(
+        (2.8..=4.2).contains(&sd),
+        "uniform sd {sd:.2} ms, expected 3.5"
+    );
+    // Nothing can arrive before 24 ms; a few late outliers are the scheduler of a slow
+    // kernel (user-mode-linux), not netem.
+    let early = uniform.iter().filter(|d| **d < ms(24)).count();
+    assert_eq!(early, 0, "uniform samples before 30 - 6 ms");
+    let late_bound = ms(36) + base + ms(2);
+    let late = uniform.iter().filter(|d| **d > late_bound).count();
+    assert!(
+        late <= uniform.len() / 20,
+        "{late} of {} uniform samples after {late_bound:?}",
+        uniform.len()
+    );
+    // Normal with sd 6 ms: wider than uniform, about 5% of samples beyond 2 sd.
+    net.apply_impairment(Link::new(P1, P2), jittery(Distribution::Normal))
+        .await?;
+    let normal = one_way_delays(&net, P1, P2, 300).await?;
+    let (mean, sd) = mean_sd(&normal);
+    assert!(
+        (mean - 30.0 - base_ms).abs() < 1.5,
+        "normal mean {mean:.2} ms"
+    );
+    assert!(
+        (4.8..=7.2).contains(&sd),
+        "normal sd {sd:.2} ms, expected 6"
+    );
+    Ok(())
+}
+
+fn mean_sd(samples: &[Duration]) -> (f64, f64) {
+    let ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    let var = ms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (ms.len() - 1) as f64;
+    (mean, var.sqrt())
+}
+
+#[linkem::test]
+async fn reordering_sends_its_share_ahead() -> Result<(), Error> {
+    let net = network(2).await?;
+    // 25% of packets skip the 20 ms delay (netem's reorder), so they overtake others.
+    net.apply_impairment(
+        Link::new(P1, P2),
+        LinkImpairment::new()
+            .with_latency(ms(20))
+            .with_reorder(25.0),
+    )
+    .await?;
+    let n = 800;
+    let delays = one_way_delays(&net, P1, P2, n).await?;
+    assert_eq!(delays.len(), n, "reordering loses nothing");
+    let ahead = delays.iter().filter(|d| **d < ms(10)).count();
+    let (lo, hi) = interval(n, 0.25);
+    assert!(
+        (lo..=hi).contains(&(ahead as f64)),
+        "{ahead} of {n} undelayed, 99.9% interval {lo:.0}..{hi:.0}"
     );
     Ok(())
 }

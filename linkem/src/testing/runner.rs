@@ -110,7 +110,8 @@ async fn run_bodies(spec: &TestSpec, network: &Arc<Network>) -> Result<(), BodyF
         .filter_map(|n| spec.body_for(n).map(|b| (PeerId(n), b)))
         .collect();
     let rendezvous = Arc::new(Rendezvous::new(bodies.len()));
-    let mut running: FuturesUnordered<BoxFuture<'static, Result<(), BodyFailure>>> =
+    // Each future says whether it is the controller's.
+    let mut running: FuturesUnordered<BoxFuture<'static, (bool, Result<(), BodyFailure>)>> =
         FuturesUnordered::new();
     for (peer, body) in bodies {
         let rendezvous = Arc::clone(&rendezvous);
@@ -119,7 +120,7 @@ async fn run_bodies(spec: &TestSpec, network: &Arc<Network>) -> Result<(), BodyF
             let outcome = network
                 .run_in_namespace(peer, move |ctx| body(Peer::new(ctx, rendezvous)))
                 .await;
-            match outcome {
+            let outcome = match outcome {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(f)) => Err(BodyFailure {
                     message: format!("peer {peer} failed: {}", f.message),
@@ -129,21 +130,28 @@ async fn run_bodies(spec: &TestSpec, network: &Arc<Network>) -> Result<(), BodyF
                     Err(format!("peer {peer} panicked: {message}").into())
                 }
                 Err(e) => Err(format!("peer {peer} could not run: {e}").into()),
-            }
+            };
+            (false, outcome)
         }));
     }
     if let Some(controller) = spec.controller() {
         let handle = Controller::new(Arc::clone(network), Arc::clone(&rendezvous));
         running.push(Box::pin(async move {
-            caught(controller(handle)).await.map_err(|f| BodyFailure {
+            let outcome = caught(controller(handle)).await.map_err(|f| BodyFailure {
                 message: format!("the controller failed: {}", f.message),
                 ..f
-            })
+            });
+            (true, outcome)
         }));
     }
     // The first failure ends the test; dropping `running` cancels the other bodies.
-    while let Some(outcome) = running.next().await {
+    // With a controller, the test ends when the controller returns (peers that serve
+    // forever are then cancelled); without one, when every body has returned.
+    while let Some((is_controller, outcome)) = running.next().await {
         outcome?;
+        if is_controller {
+            break;
+        }
     }
     Ok(())
 }
