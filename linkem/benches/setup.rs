@@ -43,6 +43,10 @@ use linkem::{Link, Network, PeerId};
 
 const CREATE: &str = "create network";
 const ADD: &str = "add peers";
+/// Mean time of one `add_peer` among the first and the last tenth of the peers (10
+/// peers or more): whether adding gets slower as the network grows.
+const ADD_FIRST_TENTH: &str = "  per peer, first tenth";
+const ADD_LAST_TENTH: &str = "  per peer, last tenth";
 const IMPAIR_MESH: &str = "impair full mesh";
 const IMPAIR_MESH_BATCH: &str = "impair full mesh, tc -batch";
 const CHANGE_ONE: &str = "change one link";
@@ -52,10 +56,16 @@ const TEARDOWN: &str = "teardown";
 /// Sum of CREATE, ADD and TEARDOWN in one run.
 const TOTAL: &str = "total (create+add+teardown)";
 const CLEANUP: &str = "kernel cleanup (async)";
+/// TEARDOWN + CLEANUP: until the kernel is done. The comparable figure: `ip netns del`
+/// runs one namespace at a time, so most of its cleanup overlaps its own teardown,
+/// while linkem's namespaces all go at once and are cleaned in one batch after.
+const SETTLED: &str = "teardown until the kernel is done";
 
 const PHASES: &[&str] = &[
     CREATE,
     ADD,
+    ADD_FIRST_TENTH,
+    ADD_LAST_TENTH,
     IMPAIR_MESH,
     IMPAIR_MESH_BATCH,
     CHANGE_ONE,
@@ -64,6 +74,7 @@ const PHASES: &[&str] = &[
     TEARDOWN,
     TOTAL,
     CLEANUP,
+    SETTLED,
 ];
 
 const LINKEM: &str = "linkem";
@@ -196,6 +207,25 @@ impl Run {
         self.phases.push((phase, took));
     }
 
+    /// Records ADD_FIRST_TENTH and ADD_LAST_TENTH from the time of each add.
+    fn record_adds(&mut self, adds: &[Duration]) {
+        if adds.len() < 10 {
+            return;
+        }
+        let tenth = adds.len() / 10;
+        let mean = |part: &[Duration]| part.iter().sum::<Duration>() / part.len() as u32;
+        self.record(ADD_FIRST_TENTH, mean(&adds[..tenth]));
+        self.record(ADD_LAST_TENTH, mean(&adds[adds.len() - tenth..]));
+    }
+
+    /// Records CLEANUP, and SETTLED from it.
+    fn record_cleanup(&mut self, cleanup: Duration) {
+        self.record(CLEANUP, cleanup);
+        if let Some(teardown) = self.get(TEARDOWN) {
+            self.record(SETTLED, teardown + cleanup);
+        }
+    }
+
     fn get(&self, phase: &str) -> Option<Duration> {
         self.phases
             .iter()
@@ -315,10 +345,14 @@ async fn linkem_run(n: usize, impair: bool) -> linkem::Result<Run> {
 
     let start = Instant::now();
     let mut peers = Vec::with_capacity(n);
+    let mut adds = Vec::with_capacity(n);
     for _ in 0..n {
+        let one = Instant::now();
         peers.push(net.add_peer().await?);
+        adds.push(one.elapsed());
     }
     run.record(ADD, start.elapsed());
+    run.record_adds(&adds);
 
     if impair {
         linkem_impairments(&net, &peers, &mut run).await?;
@@ -691,10 +725,14 @@ fn ip_run(n: usize, impair: bool) -> Result<Run, String> {
     run.record(CREATE, start.elapsed());
 
     let start = Instant::now();
+    let mut adds = Vec::with_capacity(n);
     for _ in 0..n {
+        let one = Instant::now();
         topology.add_peer()?;
+        adds.push(one.elapsed());
     }
     run.record(ADD, start.elapsed());
+    run.record_adds(&adds);
 
     if impair {
         let peers: Vec<PeerId> = (1..=n).map(PeerId).collect();
@@ -888,7 +926,7 @@ fn print_tables(machine: &Machine, results: &Results, args: &Args) {
         machine.load_before, machine.load_after
     );
     println!("median [min .. max] of the runs; ratio = ip median / linkem median");
-    let label_width = 32;
+    let label_width = 34;
     for (&n, &runs) in &results.runs {
         println!();
         println!("N = {n} peers, {runs} runs");
@@ -931,14 +969,21 @@ fn print_tables(machine: &Machine, results: &Results, args: &Args) {
     println!();
     println!("Cost growth (medians): time per peer must stay flat as N grows");
     println!(
-        "{:>5} {:>16} {:>16} {:>18} {:>14} {:>14} {:>14}",
+        "{:>5} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>12}",
+        "", "linkem", "", "", "ip", "", "", "linkem", "ip", ""
+    );
+    println!(
+        "{:>5} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>12}",
         "N",
-        "linkem add/peer",
-        "ip add/peer",
-        "linkem teardown/peer",
-        "linkem total",
-        "ip total",
-        "total ratio"
+        "per peer",
+        "1st 10%",
+        "last 10%",
+        "per peer",
+        "1st 10%",
+        "last 10%",
+        "total",
+        "total",
+        "ratio"
     );
     for &n in results.runs.keys() {
         let med = |i: &str, p: &str| results.stats(n, i, p).map(|s| s.median);
@@ -949,10 +994,13 @@ fn print_tables(machine: &Machine, results: &Results, args: &Args) {
             _ => "-".into(),
         };
         println!(
-            "{n:>5} {:>16} {:>16} {:>18} {:>14} {:>14} {:>14}",
+            "{n:>5} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>12}",
             per(med(LINKEM, ADD)),
+            plain(med(LINKEM, ADD_FIRST_TENTH)),
+            plain(med(LINKEM, ADD_LAST_TENTH)),
             per(med(IP, ADD)),
-            per(med(LINKEM, TEARDOWN)),
+            plain(med(IP, ADD_FIRST_TENTH)),
+            plain(med(IP, ADD_LAST_TENTH)),
             plain(med(LINKEM, TOTAL)),
             plain(med(IP, TOTAL)),
             ratio
@@ -1102,7 +1150,7 @@ fn bench(args: &Args) -> Result<(), String> {
                 };
                 if !args.back_to_back {
                     match wait_kernel_cleanup() {
-                        Some(took) => run.record(CLEANUP, took),
+                        Some(took) => run.record_cleanup(took),
                         None => results.cleanup_unseen += 1,
                     }
                 }
