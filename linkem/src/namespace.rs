@@ -25,11 +25,72 @@ pub(crate) struct NetNs {
 impl NetNs {
     /// Creates a namespace and an rtnetlink socket inside it.
     ///
-    /// unshare(CLONE_NEWNET) moves only the calling thread, so this runs on a
-    /// short-lived thread of its own: the caller's thread (maybe a tokio worker) never
-    /// changes namespace. The thread's reference ends when it exits; the returned
-    /// descriptor and socket keep the namespace.
+    /// unshare(CLONE_NEWNET) moves only the calling thread. The caller's thread (maybe
+    /// a tokio worker) is back in its own namespace when this returns: either it went
+    /// there and back within this call ([`NetNs::create_here`]), or, when the return
+    /// trip cannot be guaranteed, the work runs on a short-lived thread of its own.
+    /// The returned descriptor and socket keep the namespace alive.
     pub(crate) fn create(what: &str) -> Result<(NetNs, Socket)> {
+        match NetNs::create_here(what) {
+            Some(created) => created,
+            None => NetNs::create_on_thread(what),
+        }
+    }
+
+    /// Creates the namespace on the calling thread and moves the thread back, all in
+    /// this synchronous call, so nothing else runs on the thread meanwhile. This saves
+    /// spawning and joining a thread per namespace, which costs little on an idle
+    /// machine but up to a scheduler slice (milliseconds) per namespace on a busy one.
+    ///
+    /// `None` (nothing changed) when the way back is not certain: setns(2) into the
+    /// thread's own namespace is tried first, and it makes the same checks as the
+    /// return trip (CAP_SYS_ADMIN over the namespace's owner and in the caller's user
+    /// namespace, netns_install() in net/core/net_namespace.c). It fails, for example,
+    /// in a user namespace that does not own the current network namespace.
+    fn create_here(what: &str) -> Option<Result<(NetNs, Socket)>> {
+        let home = NetNs::of_current_thread().ok()?;
+        home.enter().ok()?;
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+            return Some(Err(Error::system(
+                format!("create the namespace of {what}"),
+                e,
+            )));
+        }
+        let created = NetNs::of_current_thread()
+            .map_err(|e| Error::io(format!("open the namespace of {what}"), e))
+            .and_then(|ns| {
+                let socket = route_socket().map_err(|e| {
+                    Error::io(format!("open rtnetlink in the namespace of {what}"), e)
+                })?;
+                Ok((ns, socket))
+            });
+        home.return_here();
+        Some(created)
+    }
+
+    /// Moves the calling thread back into this namespace after [`NetNs::create_here`]
+    /// left it. The same call succeeded a moment ago; should it still fail (the kernel
+    /// could not allocate the thread's new nsproxy), the thread would go on in the
+    /// wrong namespace and everything it runs later with it, silently. That is worse
+    /// than stopping, so the process aborts.
+    fn return_here(&self) {
+        let mut last = Errno::UnknownErrno;
+        for _ in 0..3 {
+            match self.enter() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+        }
+        eprintln!(
+            "linkem: cannot move a thread back into its network namespace ({last}) after \
+             creating one; aborting, since the thread would use the wrong network"
+        );
+        std::process::abort();
+    }
+
+    /// The fallback of [`NetNs::create`]: a short-lived thread enters the new
+    /// namespace and exits; its reference ends with it.
+    fn create_on_thread(what: &str) -> Result<(NetNs, Socket)> {
         let what = what.to_string();
         std::thread::Builder::new()
             .name("linkem-unshare".into())
@@ -87,4 +148,37 @@ pub(crate) fn route_socket() -> std::io::Result<Socket> {
     let _ = socket.set_ext_ack(true);
     let _ = socket.set_cap_ack(true);
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current_inode() -> u64 {
+        NetNs::of_current_thread().unwrap().inode()
+    }
+
+    /// Both ways of creating a namespace leave the caller where it was and give a new
+    /// namespace. Needs CAP_SYS_ADMIN; without it there is nothing to check.
+    #[test]
+    fn creating_a_namespace_leaves_the_caller_in_its_own() {
+        let home = current_inode();
+        let created = match NetNs::create("a test") {
+            Ok((ns, _socket)) => ns,
+            Err(Error::System { errno, .. } | Error::PermissionDenied { errno, .. })
+                if errno == Errno::EPERM =>
+            {
+                eprintln!("skipped: creating a network namespace needs CAP_SYS_ADMIN");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(current_inode(), home);
+        assert_ne!(created.inode(), home);
+
+        let (other, _socket) = NetNs::create_on_thread("a test").unwrap();
+        assert_eq!(current_inode(), home);
+        assert_ne!(other.inode(), home);
+        assert_ne!(other.inode(), created.inode());
+    }
 }
