@@ -28,6 +28,7 @@ const KEYS: &[(&str, &str)] = &[
     ("parallel", "parallel"),
     ("serial", "serial = false"),
     ("ignore", "ignore = \"why\""),
+    ("netem", "netem"),
     ("crate", "crate = \"path::to::linkem\""),
     ("all", "all(latency = \"10ms\", ..)"),
     (
@@ -408,6 +409,9 @@ pub(crate) struct Config {
     pub(crate) parallel: bool,
     /// `Some(None)`: ignored without a reason.
     pub(crate) ignore: Option<Option<String>>,
+    /// The test needs sch_netem (for a test that builds its own networks; the harness
+    /// sees it from the links otherwise).
+    pub(crate) netem: bool,
     pub(crate) krate: Option<Path>,
     pub(crate) all: Option<Impairment>,
     pub(crate) links: Vec<LinkConfig>,
@@ -435,6 +439,7 @@ struct Builder {
     seed: Option<u64>,
     parallel: Option<bool>,
     ignore: Option<Option<String>>,
+    netem: bool,
     krate: Option<Path>,
     all: Option<Impairment>,
     links: Vec<RawLink>,
@@ -525,6 +530,7 @@ impl Builder {
             ("parallel", Arg::Flag(_)) => self.parallel = Some(true),
             ("parallel", Arg::Value(kv)) => self.parallel = Some(kv.value.bool(&key)?),
             ("serial", Arg::Value(kv)) => self.parallel = Some(!kv.value.bool(&key)?),
+            ("netem", Arg::Flag(_)) => self.netem = true,
             ("ignore", Arg::Flag(_)) => self.ignore = Some(None),
             ("ignore", Arg::Value(kv)) => {
                 let reason = kv.value.str(&key, "the reason, as a string")?;
@@ -689,6 +695,7 @@ impl Builder {
             seed: self.seed,
             parallel: self.parallel.unwrap_or(false),
             ignore: self.ignore,
+            netem: self.netem,
             krate: self.krate,
             all: self.all,
             links,

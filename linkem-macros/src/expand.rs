@@ -81,6 +81,9 @@ fn register(config: &Config, form: Form, func: &ItemFn) -> TokenStream {
     if config.parallel {
         spec.extend(quote!(.with_parallel(true)));
     }
+    if config.netem {
+        spec.extend(quote!(.with_netem_required(true)));
+    }
     if let Some(reason) = &config.ignore {
         let reason = match reason {
             Some(reason) => quote!(#p::Option::Some(#reason)),

@@ -34,6 +34,10 @@ pub mod privileges;
 
 pub use privileges::Privileges;
 
+/// Why a test that needs sch_netem is ignored on this kernel.
+const NO_NETEM: &str = "needs sch_netem, which this kernel lacks (modprobe sch_netem; on \
+Ubuntu it is in linux-modules-extra; or run the suite in scripts/kernel-lane)";
+
 /// Defines `main` for a test binary with `harness = false`.
 #[macro_export]
 macro_rules! main {
@@ -51,7 +55,25 @@ pub fn run() -> ExitCode {
     let real_uid = nix::unistd::getuid().as_raw();
     let privileges = privileges::acquire();
     let args = Arguments::from_args();
-    let trials = collect(linkem::__private::TESTS.iter(), &privileges, real_uid);
+    // Known before any test starts, so that tests this kernel cannot serve are listed
+    // as ignored: under `cargo nextest` (a process per test) a test that ignores itself
+    // at run time would count as passed.
+    let netem = match privileges.missing() {
+        Some(_) => true, // every namespace test is ignored for that reason already
+        None => linkem::tc::netem_available().unwrap_or(false),
+    };
+    let trials = collect(
+        linkem::__private::TESTS.iter(),
+        &privileges,
+        netem,
+        real_uid,
+    );
+    // Tests that cannot run here are listed as ignored; say why once.
+    if let Some(reason) = privileges.missing() {
+        eprintln!("linkem-test: every namespace test is ignored: {reason}");
+    } else if !netem {
+        eprintln!("linkem-test: a test that {NO_NETEM} is ignored");
+    }
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -59,20 +81,28 @@ pub fn run() -> ExitCode {
 pub fn collect(
     defs: impl Iterator<Item = &'static TestDef>,
     privileges: &Privileges,
+    netem: bool,
     uid: u32,
 ) -> Vec<Trial> {
     let mut trials: Vec<Trial> = defs
-        .map(|def| trial(def, privileges.clone(), uid))
+        .map(|def| trial(def, privileges.clone(), netem, uid))
         .collect();
     trials.sort_by(|a, b| a.name().cmp(b.name()));
     trials
 }
 
-fn trial(def: &'static TestDef, privileges: Privileges, uid: u32) -> Trial {
-    let ignored = (def.spec)().is_ignored();
+fn trial(def: &'static TestDef, privileges: Privileges, netem: bool, uid: u32) -> Trial {
+    let spec = (def.spec)();
+    let lacks_netem = spec.needs_netem() && !netem;
+    // Listed as ignored when it cannot run here, so that `--list --ignored` (what
+    // nextest asks) says so; the run then gives the reason.
+    let ignored = spec.is_ignored() || privileges.missing().is_some() || lacks_netem;
     Trial::ignorable_test(def.path(), move || {
         if let Some(reason) = privileges.missing() {
             return Ok(Completion::ignored_with(reason));
+        }
+        if lacks_netem {
+            return Ok(Completion::ignored_with(NO_NETEM));
         }
         let spec = (def.spec)();
         let _serial = (!spec.is_parallel()).then(|| lock::serialize(&lock::lock_path(uid)));

@@ -118,8 +118,9 @@ async fn passing_and_filtered_runs_exit_zero() -> Result<(), String> {
 async fn without_privileges_every_test_is_ignored_with_the_reason() -> Result<(), linkem::Error> {
     // Drop to an unprivileged user with user namespaces forbidden: nothing can run.
     // Switching user needs real root (not root inside a user namespace).
-    if std::fs::read_to_string("/proc/self/uid_map").map_or(true, |m| !m.trim().starts_with("0 0 "))
-    {
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let initial = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    if !initial || !nix::unistd::geteuid().is_root() {
         return Err(linkem::Error::Unsupported {
             feature: "switching to an unprivileged user".into(),
             module: "real root",

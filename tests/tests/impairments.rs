@@ -95,7 +95,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn latency_is_per_destination_and_per_direction() -> Result<(), Error> {
     let net = network(3).await?;
     let base = baseline(&net, P1, P2).await?;
@@ -129,7 +129,7 @@ async fn latency_is_per_destination_and_per_direction() -> Result<(), Error> {
     Ok(())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn the_seed_example_link_is_measurable() -> Result<(), Error> {
     let net = network(2).await?;
     let base = baseline(&net, P1, P2).await?;
@@ -153,7 +153,7 @@ async fn the_seed_example_link_is_measurable() -> Result<(), Error> {
     Ok(())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn a_change_mid_stream_takes_effect_in_place() -> Result<(), Error> {
     let net = network(2).await?;
     let link = Link::new(P1, P2);
@@ -272,7 +272,7 @@ fn interval(n: usize, p: f64) -> (f64, f64) {
     (mean - 3.29 * sd, mean + 3.29 * sd)
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn loss_matches_its_binomial_interval() -> Result<(), Error> {
     let net = network(2).await?;
     net.apply_impairment(Link::new(P1, P2), LinkImpairment::new().with_loss(10.0))
@@ -287,7 +287,7 @@ async fn loss_matches_its_binomial_interval() -> Result<(), Error> {
     Ok(())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn duplication_on_every_outgoing_link_of_one_peer() -> Result<(), Error> {
     let net = network(3).await?;
     for to in [P2, P3] {
@@ -322,7 +322,7 @@ async fn duplication_on_every_outgoing_link_of_one_peer() -> Result<(), Error> {
     Ok(())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn corruption_damages_its_share_of_packets() -> Result<(), Error> {
     let net = network(2).await?;
     net.apply_impairment(Link::new(P1, P2), LinkImpairment::new().with_corrupt(20.0))
@@ -574,7 +574,7 @@ async fn bad_input_is_refused_before_the_kernel() -> Result<(), Error> {
     Ok(())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn jitter_spreads_as_its_distribution() -> Result<(), Error> {
     let net = network(2).await?;
     let base = baseline(&net, P1, P2).await?;
@@ -632,7 +632,7 @@ fn mean_sd(samples: &[Duration]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn reordering_sends_its_share_ahead() -> Result<(), Error> {
     let net = network(2).await?;
     // 25% of packets skip the 20 ms delay (netem's reorder), so they overtake others.

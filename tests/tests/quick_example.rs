@@ -2,7 +2,7 @@
 
 linkem_test::main!();
 
-#[linkem::test]
+#[linkem::test(netem)]
 async fn the_quick_example_runs() -> Result<(), linkem::Error> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quick-example"))
         .output()

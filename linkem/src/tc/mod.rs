@@ -18,7 +18,7 @@ pub mod psched;
 pub mod tbf;
 pub(crate) mod tree;
 
-pub use tree::LinkStats;
+pub use tree::{netem_available, LinkStats};
 
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 

@@ -568,3 +568,21 @@ async fn run(rtnl: &Rtnl, ops: &[TcOp], link: Link) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether this kernel has sch_netem, probed in a throwaway namespace (once per
+/// process). For callers outside any runtime, such as a test harness deciding which
+/// tests can run before it starts them; needs the privileges of [`Network::new`].
+pub fn netem_available() -> Result<bool> {
+    if let Some(known) = NETEM.get() {
+        return Ok(*known);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start a runtime for the sch_netem probe", e))?;
+    runtime.block_on(async {
+        let subnet = crate::ip::Subnet::new(std::net::Ipv4Addr::new(10, 0, 0, 0).into(), 24);
+        let network = Network::new(subnet).await?;
+        Ok(network.netem_supported().await)
+    })
+}

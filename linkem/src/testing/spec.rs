@@ -176,6 +176,7 @@ pub struct TestSpec {
     peer_bodies: BTreeMap<PeerId, PeerBody>,
     controller: Option<ControllerBody>,
     standalone: Option<StandaloneBody>,
+    netem_required: bool,
 }
 
 impl TestSpec {
@@ -195,6 +196,7 @@ impl TestSpec {
             peer_bodies: BTreeMap::new(),
             controller: None,
             standalone: None,
+            netem_required: false,
         }
     }
 
@@ -260,6 +262,24 @@ impl TestSpec {
     pub fn with_controller(mut self, controller: ControllerBody) -> Self {
         self.controller = Some(controller);
         self
+    }
+
+    /// Declares that the test needs sch_netem (the `netem` key): with its links' own
+    /// needs, what the harness checks before listing it as runnable.
+    pub fn with_netem_required(mut self, required: bool) -> Self {
+        self.netem_required = required;
+        self
+    }
+
+    /// Whether the test needs sch_netem: declared, or an impairment of its links
+    /// needs it.
+    pub fn needs_netem(&self) -> bool {
+        self.netem_required
+            || self
+                .default_impairment
+                .as_ref()
+                .is_some_and(LinkImpairment::needs_netem)
+            || self.links().any(|(_, imp)| imp.needs_netem())
     }
 
     /// Makes this a standalone test (no harness-built network).
