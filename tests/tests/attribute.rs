@@ -24,14 +24,24 @@ async fn echo_rtts(server: SocketAddr, n: usize) -> std::io::Result<Vec<Duration
     Ok(rtts)
 }
 
-async fn echo_server(addr: SocketAddr, peer: &Peer) -> std::io::Result<()> {
+/// Echoes every byte back, for `clients` connections served at the same time.
+async fn echo_server(addr: SocketAddr, peer: &Peer, clients: usize) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     peer.signal("listening");
-    let (mut stream, _) = listener.accept().await?;
-    stream.set_nodelay(true)?;
-    let mut byte = [0u8; 1];
-    while stream.read_exact(&mut byte).await.is_ok() {
-        stream.write_all(&byte).await?;
+    let mut served = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (mut stream, _) = listener.accept().await?;
+        served.spawn(async move {
+            stream.set_nodelay(true)?;
+            let mut byte = [0u8; 1];
+            while stream.read_exact(&mut byte).await.is_ok() {
+                stream.write_all(&byte).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+    }
+    while let Some(done) = served.join_next().await {
+        done.expect("echo task")?;
     }
     Ok(())
 }
@@ -46,7 +56,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn three_peers_with_100ms_between_1_and_2(peer: Peer) -> std::io::Result<()> {
     let port = 7800;
     match peer.id().0 {
-        2 => echo_server(SocketAddr::new(peer.addr(), port), &peer).await,
+        2 => echo_server(SocketAddr::new(peer.addr(), port), &peer, 2).await,
         1 | 3 => {
             peer.wait_for("listening").await;
             let rtts = echo_rtts(SocketAddr::new(peer.addr_of(2), port), 20).await?;
@@ -93,7 +103,7 @@ async fn every_peer_runs_the_body_in_its_namespace(peer: Peer) {
 }
 
 async fn server(peer: Peer) -> std::io::Result<()> {
-    echo_server(SocketAddr::new(peer.addr(), 7900), &peer).await
+    echo_server(SocketAddr::new(peer.addr(), 7900), &peer, 1).await
 }
 
 async fn client(peer: Peer) -> std::io::Result<()> {
