@@ -228,7 +228,8 @@ pub struct LinkImpairment {
     /// netem's own serialization rate (`tc ... netem rate`), instead of or beside the
     /// token-bucket shaper.
     pub netem_rate: Option<Rate>,
-    /// Seed of netem's random generator, for repeatable runs (kernels >= 5.17).
+    /// Seed of netem's random generator, for repeatable runs (TCA_NETEM_PRNG_SEED; older
+    /// kernels ignore it and draw from their own generator).
     pub seed: Option<u64>,
 }
 

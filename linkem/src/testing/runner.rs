@@ -87,7 +87,8 @@ async fn build(spec: &TestSpec) -> Result<Network, Error> {
 }
 
 /// Every direction with its impairment: the specific ones, and the default for the
-/// others.
+/// others. The test's `seed`, when set, seeds every netem that has no seed of its own,
+/// each link differently (`seed + a * 65536 + b`), so a run can be replayed.
 fn effective_links(spec: &TestSpec) -> Vec<(Link, crate::tc::impairment::LinkImpairment)> {
     let n = spec.peers();
     let mut out = Vec::new();
@@ -98,7 +99,11 @@ fn effective_links(spec: &TestSpec) -> Vec<(Link, crate::tc::impairment::LinkImp
             }
             let specific = spec.link(a, b);
             if let Some(imp) = specific.or(spec.default_impairment()) {
-                out.push((Link::new(PeerId(a), PeerId(b)), imp.clone()));
+                let mut imp = imp.clone();
+                if let (Some(seed), None, true) = (spec.seed(), imp.seed, imp.needs_netem()) {
+                    imp.seed = Some(seed.wrapping_add(((a as u64) << 16) + b as u64));
+                }
+                out.push((Link::new(PeerId(a), PeerId(b)), imp));
             }
         }
     }
@@ -201,4 +206,49 @@ async fn describe(spec: &TestSpec, network: &Network) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tc::impairment::LinkImpairment;
+    use std::time::Duration;
+
+    #[test]
+    fn links_take_the_default_and_the_test_seed() {
+        let lossy = LinkImpairment::new().with_loss(1.0);
+        let spec = TestSpec::new(3)
+            .with_seed(7)
+            .with_default_impairment(lossy.clone())
+            .with_link(
+                1,
+                2,
+                LinkImpairment::new()
+                    .with_latency(Duration::from_millis(5))
+                    .with_seed(99),
+            );
+        let links = effective_links(&spec);
+        assert_eq!(links.len(), 6, "every direction of 3 peers");
+        let of = |a, b| {
+            links
+                .iter()
+                .find(|(l, _)| *l == Link::new(PeerId(a), PeerId(b)))
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(of(1, 2).seed, Some(99), "a link's own seed wins");
+        assert_eq!(
+            of(1, 2).latency,
+            5_000,
+            "the specific link replaces the default"
+        );
+        assert_eq!(of(2, 1).loss, 1.0);
+        assert_eq!(of(2, 1).seed, Some(7 + (2 << 16) + 1));
+        assert_ne!(
+            of(2, 3).seed,
+            of(3, 2).seed,
+            "each direction its own stream"
+        );
+    }
 }
