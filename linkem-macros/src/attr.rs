@@ -433,6 +433,8 @@ struct Builder {
     unknown_keys: bool,
     /// The keys given so far (by slot: `serial` is `parallel`).
     seen: BTreeMap<String, String>,
+    /// Where each key was first given (repeatable ones included).
+    spans: BTreeMap<String, Span>,
     peers: Option<usize>,
     subnet: Option<LitStr>,
     timeout: Option<Duration>,
@@ -475,6 +477,7 @@ impl Builder {
             self.unknown_keys = true;
             return Err(unknown_key(&key, "key", KEYS.iter().map(|(k, _)| *k)));
         };
+        self.spans.entry(name.clone()).or_insert(key.span());
         let repeatable = matches!(name.as_str(), "link" | "peer");
         if !repeatable {
             // `parallel` and `serial` say the same thing: once.
@@ -575,9 +578,9 @@ impl Builder {
     /// Refuses the keys of a harness-built network, and sets `peers` to 0.
     fn standalone(&mut self, errors: &mut Errors) {
         for key in ["peers", "subnet", "all", "link", "peer", "seed"] {
-            if self.seen.contains_key(key) {
+            if let Some(span) = self.spans.get(key) {
                 errors.push(Error::new(
-                    Span::call_site(),
+                    *span,
                     format!(
                         "`{key}` describes the network the harness builds, but this test takes \
                          no `Peer` or `Controller`: it builds its own networks. Give the \
@@ -588,6 +591,9 @@ impl Builder {
             }
         }
         self.peers = Some(0);
+        self.links.clear();
+        self.bodies.clear();
+        self.all = None;
     }
 
     /// The checks across keys. Returns `None` when `peers` is missing.
