@@ -278,24 +278,24 @@ async fn a_panic_while_building_leaves_nothing() -> Result<(), Error> {
 }
 
 #[linkem::test]
-async fn a_cancelled_add_peer_leaves_no_namespace_behind() -> Result<(), Error> {
+async fn a_cancelled_add_peer_leaves_the_network_usable_and_nothing_behind() -> Result<(), Error> {
     let _quiet = QUIET.write().await;
+    let before = Before::now();
     let mut net = network(1).await?;
-    let with_one = own_netns_inodes();
     for _ in 0..5 {
         let _ = tokio::time::timeout(Duration::from_nanos(1), net.add_peer()).await;
     }
-    assert!(
-        eventually(|| own_netns_inodes() == with_one).await,
-        "a cancelled add_peer keeps its namespace while the network lives: {:?} now, {:?} \
-         before",
-        own_netns_inodes(),
-        with_one
-    );
     assert_eq!(net.peer_count(), 1);
-    // The next peer still gets id 2 and a working link.
+    // The next peer still gets id 2 and a working link (this failed with EEXIST: the
+    // cancelled call's hub port was still there).
     assert_eq!(net.add_peer().await?, P2);
-    assert_usable(&net).await
+    assert_usable(&net).await?;
+    let ours = net.namespace_inodes();
+    drop(net);
+    before
+        .assert_back(&ours, "after cancelled add_peer calls")
+        .await;
+    Ok(())
 }
 
 #[linkem::test(netem)]
@@ -363,6 +363,8 @@ async fn sixteen_networks_on_one_subnet_at_once_stay_apart() -> Result<(), Error
                     let tag = format!("network-{i}").into_bytes();
                     let got = udp_exchange(&net, P1, P2, tag.clone(), 20).await?;
                     let inodes = net.namespace_inodes();
+                    // All alive at once until here, so their inodes are distinct.
+                    barrier.wait();
                     Ok::<_, Error>((tag, got, inodes))
                 })
             })
@@ -418,11 +420,15 @@ async fn four_processes_at_once_succeed_and_leave_nothing() -> Result<(), Error>
             .lines()
             .find_map(|l| l.strip_prefix("inodes "))
             .expect("the inodes line");
-        for inode in line.split_whitespace().map(|s| s.parse::<u64>().unwrap()) {
-            assert!(inodes.insert(inode), "namespace {inode} shared");
-        }
+        // Not checked for uniqueness: a process that ended freed its namespaces, and
+        // the kernel may give their inode numbers to another process's.
+        let mine: Vec<u64> = line
+            .split_whitespace()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(mine.len(), 3, "process {i}: hub and two peers");
+        inodes.extend(mine);
     }
-    assert_eq!(inodes.len(), 4 * 3);
     let live = live_netns_inodes();
     let left: Vec<_> = inodes.iter().filter(|i| live.contains(i)).collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
