@@ -150,6 +150,10 @@ pub struct Network {
     hub: NetNs,
     hub_rtnl: Rtnl,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// A peer whose `add_peer` sent the veth request but did not finish (cancelled by
+    /// dropping its future, or failed after the veth existed): its hub port may still
+    /// exist and would make the next `add_peer` fail with EEXIST.
+    unfinished_peer: Option<PeerId>,
     pub(crate) trees: tokio::sync::Mutex<crate::tc::tree::Trees>,
     driver: Driver,
 }
@@ -178,6 +182,7 @@ impl Network {
             hub,
             hub_rtnl,
             threads: Mutex::new(Vec::new()),
+            unfinished_peer: None,
             trees: Default::default(),
             driver,
         })
@@ -233,6 +238,19 @@ impl Network {
         if hub_port_index(id) == u32::MAX {
             return Err(Error::UnknownPeer(id));
         }
+        if self.unfinished_peer == Some(id) {
+            // A previous add_peer of this id stopped halfway (found by the reliability
+            // suite: a cancelled add_peer made every later one fail with EEXIST). The
+            // pair's peer end dies with its dropped namespace only when the kernel gets
+            // round to cleaning it up; deleting the hub end removes the pair now.
+            let _ = self
+                .hub_rtnl
+                .handle()
+                .link()
+                .del(hub_port_index(id))
+                .execute()
+                .await;
+        }
         let (ns, socket) = NetNs::create(&format!("peer {id}"))?;
         let rtnl = self.driver.connect(socket)?;
 
@@ -246,6 +264,7 @@ impl Network {
             .index(PEER_IFINDEX)
             .setns_by_fd(ns.raw_fd())
             .build();
+        self.unfinished_peer = Some(id);
         let veth = LinkVeth::new(&format!("p{id}"), PEER_IFNAME)
             .index(hub_port_index(id))
             .controller(BRIDGE_INDEX)
@@ -263,6 +282,7 @@ impl Network {
         self.configure_peer_end(&rtnl, id, addr).await?;
 
         tracing::debug!(network = self.id, peer = %id, %addr, "peer added");
+        self.unfinished_peer = None;
         self.peers.push(PeerState {
             id,
             addr,
