@@ -152,8 +152,10 @@ pub struct Network {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// A peer whose `add_peer` sent the veth request but did not finish (cancelled by
     /// dropping its future, or failed after the veth existed): its hub port may still
-    /// exist and would make the next `add_peer` fail with EEXIST.
-    unfinished_peer: Option<PeerId>,
+    /// exist and would make the next `add_peer` fail with EEXIST. Its namespace is kept
+    /// open here because the veth request names it by descriptor number: closed early,
+    /// the number could be reused before the driver thread sends the request.
+    unfinished_peer: Option<(PeerId, Arc<NetNs>)>,
     pub(crate) trees: tokio::sync::Mutex<crate::tc::tree::Trees>,
     driver: Driver,
 }
@@ -238,7 +240,7 @@ impl Network {
         if hub_port_index(id) == u32::MAX {
             return Err(Error::UnknownPeer(id));
         }
-        if self.unfinished_peer == Some(id) {
+        if self.unfinished_peer.as_ref().is_some_and(|(p, _)| *p == id) {
             // A previous add_peer of this id stopped halfway (found by the reliability
             // suite: a cancelled add_peer made every later one fail with EEXIST). The
             // pair's peer end dies with its dropped namespace only when the kernel gets
@@ -264,7 +266,8 @@ impl Network {
             .index(PEER_IFINDEX)
             .setns_by_fd(ns.raw_fd())
             .build();
-        self.unfinished_peer = Some(id);
+        let ns = Arc::new(ns);
+        self.unfinished_peer = Some((id, Arc::clone(&ns)));
         let veth = LinkVeth::new(&format!("p{id}"), PEER_IFNAME)
             .index(hub_port_index(id))
             .controller(BRIDGE_INDEX)
@@ -286,7 +289,7 @@ impl Network {
         self.peers.push(PeerState {
             id,
             addr,
-            ns: Arc::new(ns),
+            ns,
             rtnl,
         });
         Ok(id)
