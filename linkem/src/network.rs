@@ -286,12 +286,7 @@ impl Network {
 
         tracing::debug!(network = self.id, peer = %id, %addr, "peer added");
         self.unfinished_peer = None;
-        self.peers.push(PeerState {
-            id,
-            addr,
-            ns,
-            rtnl,
-        });
+        self.peers.push(PeerState { id, addr, ns, rtnl });
         Ok(id)
     }
 
