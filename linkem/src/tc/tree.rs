@@ -107,8 +107,12 @@ impl Network {
         impairment.validate()?;
         self.check_supported(&impairment).await?;
         let mut trees = self.trees.lock().await;
-        self.set_link(trees.peers.entry(link.source).or_default(), link, impairment)
-            .await
+        self.set_link(
+            trees.peers.entry(link.source).or_default(),
+            link,
+            impairment,
+        )
+        .await
     }
 
     /// Sets the same impairment in both directions between `a` and `b`.
@@ -128,8 +132,12 @@ impl Network {
             impairment.clone(),
         )
         .await?;
-        self.set_link(trees.peers.entry(b).or_default(), Link::new(b, a), impairment)
-            .await
+        self.set_link(
+            trees.peers.entry(b).or_default(),
+            Link::new(b, a),
+            impairment,
+        )
+        .await
     }
 
     /// Sets the impairment of every direction between every two peers (a default for
