@@ -17,10 +17,12 @@
 //! - After each teardown the kernel still destroys the namespaces in the background
 //!   (cleanup_net() on the "netns" workqueue). The program waits for that before the
 //!   next run and reports how long it took, apart from the total.
-//! - The impairment phase (full mesh of N x (N-1) shaped links, one link changed, one
-//!   peer partitioned and healed) runs on the `ip` topology with `tc` commands: an HTB
-//!   root per peer, a class and a u32 filter per destination. linkem's side is the hook
-//!   `linkem_impairments`, empty until `Network::apply_impairment` exists.
+//! - The impairment phase (full mesh of N x (N-1) shaped links, one link changed many
+//!   times, one pair partitioned and healed many times, one peer partitioned from all
+//!   others and healed): linkem with `apply_impairment_all`, `apply_impairment`,
+//!   `partition`/`heal` and `isolate`/`rejoin`; the `ip` topology with `tc` commands (an
+//!   HTB root per peer, a class and a u32 filter per destination, a pfifo of limit 0
+//!   to cut). The shaper alone (HTB/TBF) needs no sch_netem, so this runs on any kernel.
 //!
 //! The `ip` namespaces are named `lkb-<pid>-...` and are deleted on every exit path: at
 //! the end of a run, on a panic, on SIGINT/SIGTERM/SIGHUP, and (for a run that was
