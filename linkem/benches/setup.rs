@@ -17,10 +17,12 @@
 //! - After each teardown the kernel still destroys the namespaces in the background
 //!   (cleanup_net() on the "netns" workqueue). The program waits for that before the
 //!   next run and reports how long it took, apart from the total.
-//! - The impairment phase (full mesh of N x (N-1) shaped links, one link changed, one
-//!   peer partitioned and healed) runs on the `ip` topology with `tc` commands: an HTB
-//!   root per peer, a class and a u32 filter per destination. linkem's side is the hook
-//!   `linkem_impairments`, empty until `Network::apply_impairment` exists.
+//! - The impairment phase (full mesh of N x (N-1) shaped links, one link changed many
+//!   times, one pair partitioned and healed many times, one peer partitioned from all
+//!   others and healed): linkem with `apply_impairment_all`, `apply_impairment`,
+//!   `partition`/`heal` and `isolate`/`rejoin`; the `ip` topology with `tc` commands (an
+//!   HTB root per peer, a class and a u32 filter per destination, a pfifo of limit 0
+//!   to cut). The shaper alone (HTB/TBF) needs no sch_netem, so this runs on any kernel.
 //!
 //! The `ip` namespaces are named `lkb-<pid>-...` and are deleted on every exit path: at
 //! the end of a run, on a panic, on SIGINT/SIGTERM/SIGHUP, and (for a run that was
@@ -36,6 +38,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use linkem::ip::Subnet;
+use linkem::tc::impairment::{LinkImpairment, Rate};
 use linkem::{Link, Network, PeerId};
 
 // ---------------------------------------------------------------------------------
@@ -50,6 +53,8 @@ const ADD_LAST_TENTH: &str = "  per peer, last tenth";
 const IMPAIR_MESH: &str = "impair full mesh";
 const IMPAIR_MESH_BATCH: &str = "impair full mesh, tc -batch";
 const CHANGE_ONE: &str = "change one link";
+/// Partition and heal of one pair of peers (both directions each).
+const TOGGLE: &str = "partition toggle (one pair)";
 const PARTITION: &str = "partition peer 1";
 const HEAL: &str = "heal partition";
 const TEARDOWN: &str = "teardown";
@@ -69,6 +74,7 @@ const PHASES: &[&str] = &[
     IMPAIR_MESH,
     IMPAIR_MESH_BATCH,
     CHANGE_ONE,
+    TOGGLE,
     PARTITION,
     HEAL,
     TEARDOWN,
@@ -89,6 +95,9 @@ fn subnet() -> Subnet {
 const MESH_RATE_MBIT: u64 = 100;
 /// The rate "change one link" sets.
 const CHANGED_RATE_MBIT: u64 = 50;
+/// Samples of "change one link" and of the partition toggle per run (linkem; the tc
+/// side takes CHANGES / 10, each a process or two).
+const CHANGES: usize = 50;
 
 // ---------------------------------------------------------------------------------
 // Arguments.
@@ -365,27 +374,38 @@ async fn linkem_run(n: usize, impair: bool) -> linkem::Result<Run> {
 }
 
 /// linkem's impairment phase, timed into `run` under the same phase names as the tc
-/// baseline (IMPAIR_MESH, CHANGE_ONE, PARTITION, HEAL). Empty until
-/// `Network::apply_impairment(Link, LinkImpairment)` lands; then the mesh is
-///
-/// ```ignore
-/// use linkem::tc::impairment::{LinkImpairment, Rate};
-/// let shaped = LinkImpairment::new().with_rate(Rate::mbit(MESH_RATE_MBIT));
-/// let start = Instant::now();
-/// for link in mesh(peers) {
-///     net.apply_impairment(link, shaped.clone()).await?;
-/// }
-/// run.record(IMPAIR_MESH, start.elapsed());
-/// ```
-///
-/// and likewise `changed_link(peers)` with `Rate::mbit(CHANGED_RATE_MBIT)` for
-/// CHANGE_ONE, and `partition_links(peers)` cut (PARTITION) and restored (HEAL) with
-/// whatever the partition API becomes. The tables then show the ratio to tc at once.
-async fn linkem_impairments(
-    _net: &Network,
-    _peers: &[PeerId],
-    _run: &mut Run,
-) -> linkem::Result<()> {
+/// baseline: the mesh with `apply_impairment_all` (one call), CHANGE_ONE as many
+/// single changes alternating two rates (one sample each), TOGGLE as many
+/// partition + heal pairs of one pair of peers, and PARTITION/HEAL of peer 1 from all
+/// others (`isolate`/`rejoin`).
+async fn linkem_impairments(net: &Network, peers: &[PeerId], run: &mut Run) -> linkem::Result<()> {
+    let shaped = LinkImpairment::new().with_rate(Rate::mbit(MESH_RATE_MBIT));
+    let start = Instant::now();
+    net.apply_impairment_all(shaped.clone()).await?;
+    run.record(IMPAIR_MESH, start.elapsed());
+
+    let link = changed_link(peers);
+    let changed = LinkImpairment::new().with_rate(Rate::mbit(CHANGED_RATE_MBIT));
+    for i in 0..CHANGES {
+        let value = if i % 2 == 0 { &changed } else { &shaped };
+        let start = Instant::now();
+        net.apply_impairment(link, value.clone()).await?;
+        run.record(CHANGE_ONE, start.elapsed());
+    }
+
+    for _ in 0..CHANGES {
+        let start = Instant::now();
+        net.partition(link.source, link.destination).await?;
+        net.heal(link.source, link.destination).await?;
+        run.record(TOGGLE, start.elapsed());
+    }
+
+    let start = Instant::now();
+    net.isolate(peers[0]).await?;
+    run.record(PARTITION, start.elapsed());
+    let start = Instant::now();
+    net.rejoin(peers[0]).await?;
+    run.record(HEAL, start.elapsed());
     Ok(())
 }
 
@@ -403,8 +423,29 @@ async fn linkem_check() -> Result<(), String> {
         .status()
         .map_err(|e| format!("ping: {e}"))?
         .success();
-    ok.then_some(())
-        .ok_or_else(|| format!("linkem: peer {a} cannot ping {target}"))
+    if !ok {
+        return Err(format!("linkem: peer {a} cannot ping {target}"));
+    }
+    // The bench's changes reach the kernel: the link's shaper shows the new rate.
+    let rate = |mbit| LinkImpairment::new().with_rate(Rate::mbit(mbit));
+    for mbit in [MESH_RATE_MBIT, CHANGED_RATE_MBIT] {
+        net.apply_impairment(Link::new(a, b), rate(mbit))
+            .await
+            .map_err(|e| e.to_string())?;
+        let out = net
+            .std_command(a, "tc")
+            .map_err(|e| e.to_string())?
+            .args(["qdisc", "show", "dev", "eth0"])
+            .output()
+            .map_err(|e| format!("tc: {e}"))?;
+        let shown = String::from_utf8_lossy(&out.stdout);
+        if !shown.contains(&format!("rate {mbit}Mbit")) {
+            return Err(format!(
+                "linkem: no {mbit}Mbit shaper after the change:\n{shown}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -683,15 +724,33 @@ fn tc_impairments(topology: &IpTopology, peers: &[PeerId], run: &mut Run) -> Res
     run.record(IMPAIR_MESH, start.elapsed());
 
     let link = changed_link(peers);
-    let start = Instant::now();
-    tc(
-        topology.ns(link.source),
-        &format!(
-            "class change dev eth0 parent 1: classid {} htb rate {CHANGED_RATE_MBIT}mbit quantum 1514",
-            class_of(link.destination)
-        ),
-    )?;
-    run.record(CHANGE_ONE, start.elapsed());
+    for i in 0..CHANGES / 10 {
+        let rate = if i % 2 == 0 {
+            CHANGED_RATE_MBIT
+        } else {
+            MESH_RATE_MBIT
+        };
+        let start = Instant::now();
+        tc(
+            topology.ns(link.source),
+            &format!(
+                "class change dev eth0 parent 1: classid {} htb rate {rate}mbit quantum 1514",
+                class_of(link.destination)
+            ),
+        )?;
+        run.record(CHANGE_ONE, start.elapsed());
+    }
+
+    for _ in 0..CHANGES / 10 {
+        let start = Instant::now();
+        for l in [link, link.reversed()] {
+            tc(topology.ns(l.source), &cut_command(l))?;
+        }
+        for l in [link, link.reversed()] {
+            tc(topology.ns(l.source), &restore_command(l))?;
+        }
+        run.record(TOGGLE, start.elapsed());
+    }
 
     let start = Instant::now();
     for link in partition_links(peers) {

@@ -107,7 +107,12 @@ impl Network {
         impairment.validate()?;
         self.check_supported(&impairment).await?;
         let mut trees = self.trees.lock().await;
-        self.set_link(&mut trees, link, impairment).await
+        self.set_link(
+            trees.peers.entry(link.source).or_default(),
+            link,
+            impairment,
+        )
+        .await
     }
 
     /// Sets the same impairment in both directions between `a` and `b`.
@@ -121,23 +126,53 @@ impl Network {
         impairment.validate()?;
         self.check_supported(&impairment).await?;
         let mut trees = self.trees.lock().await;
-        self.set_link(&mut trees, Link::new(a, b), impairment.clone())
-            .await?;
-        self.set_link(&mut trees, Link::new(b, a), impairment).await
+        self.set_link(
+            trees.peers.entry(a).or_default(),
+            Link::new(a, b),
+            impairment.clone(),
+        )
+        .await?;
+        self.set_link(
+            trees.peers.entry(b).or_default(),
+            Link::new(b, a),
+            impairment,
+        )
+        .await
     }
 
     /// Sets the impairment of every direction between every two peers (a default for
     /// the whole network; later `apply_impairment` calls override single links).
+    ///
+    /// The source peers are configured concurrently, each on its own connection (one
+    /// request in flight per source; the links of one source go in peer order). On a
+    /// refusal the error of the first failing source, in peer order, is returned; the
+    /// links set before it, on any source, keep their new impairment, and the failing
+    /// link keeps its previous one.
     pub async fn apply_impairment_all(&self, impairment: LinkImpairment) -> Result<()> {
         impairment.validate()?;
         self.check_supported(&impairment).await?;
+        let peers: Vec<PeerId> = self.peers().collect();
         let mut trees = self.trees.lock().await;
-        for a in self.peers().collect::<Vec<_>>() {
-            for b in self.peers().filter(|b| *b != a).collect::<Vec<_>>() {
-                self.set_link(&mut trees, Link::new(a, b), impairment.clone())
-                    .await?;
-            }
+        for &a in &peers {
+            trees.peers.entry(a).or_default();
         }
+        let peers = &peers;
+        let impairment = &impairment;
+        let sources = trees
+            .peers
+            .iter_mut()
+            .filter(|(a, _)| peers.contains(a))
+            .map(|(&a, tree)| async move {
+                for &b in peers.iter().filter(|&&b| b != a) {
+                    self.set_link(tree, Link::new(a, b), impairment.clone())
+                        .await?;
+                }
+                Ok(())
+            });
+        futures::future::join_all(sources)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         Ok(())
     }
 
@@ -308,14 +343,13 @@ impl Network {
 
     async fn set_link(
         &self,
-        trees: &mut Trees,
+        tree: &mut PeerTree,
         link: Link,
         impairment: LinkImpairment,
     ) -> Result<()> {
         let peer = self.peer(link.source)?;
         let addr = self.addr(link.destination)?;
         let slot = DestSlot::from_peer(link.destination)?;
-        let tree = trees.peers.entry(link.source).or_default();
         let old = tree
             .links
             .get(&link.destination)

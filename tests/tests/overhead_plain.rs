@@ -1,0 +1,14 @@
+//! The baseline of `overhead`: the same number of empty tests under libtest.
+
+macro_rules! empty_tests {
+    ($($name:ident)*) => {$(
+        #[test]
+        #[ignore = "measurement: scripts/harness-overhead"]
+        fn $name() {}
+    )*};
+}
+
+empty_tests!(
+    e01 e02 e03 e04 e05 e06 e07 e08 e09 e10 e11 e12 e13 e14 e15 e16 e17 e18 e19 e20
+    e21 e22 e23 e24 e25 e26 e27 e28 e29 e30 e31 e32 e33 e34 e35 e36 e37 e38 e39 e40
+);
