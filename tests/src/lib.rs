@@ -3,6 +3,23 @@
 use std::collections::BTreeSet;
 use std::fs;
 
+use linkem::ip::Subnet;
+use linkem::network::Network;
+
+/// A network of `peers` peers in `subnet`.
+pub async fn network_in(subnet: Subnet, peers: usize) -> Result<Network, linkem::Error> {
+    let mut net = Network::new(subnet).await?;
+    for _ in 0..peers {
+        net.add_peer().await?;
+    }
+    Ok(net)
+}
+
+/// A network of `peers` peers in 10.0.0.0/24.
+pub async fn network(peers: usize) -> Result<Network, linkem::Error> {
+    network_in(Subnet::new([10, 0, 0, 0].into(), 24), peers).await
+}
+
 /// Every network-namespace inode referenced by any thread or open descriptor of any
 /// process on the machine (what `lsns -t net` would find, plus descriptor-held ones).
 pub fn live_netns_inodes() -> BTreeSet<u64> {

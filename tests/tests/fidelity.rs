@@ -29,6 +29,8 @@ use linkem::tc::impairment::{LinkImpairment, Rate};
 use linkem::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use linkem_tests::network;
+
 linkem_test::main!();
 
 const P1: PeerId = PeerId(1);
@@ -58,14 +60,6 @@ fn first_pass() -> bool {
         println!("fidelity: measured in the root pass only; skipped here");
     }
     identity
-}
-
-async fn network() -> Result<Network, Error> {
-    let mut net = Network::new(linkem::ip::Subnet::new([10, 0, 0, 0].into(), 24)).await?;
-    for _ in 0..4 {
-        net.add_peer().await?;
-    }
-    Ok(net)
 }
 
 /// `tc <args>` in `peer`'s namespace; panics with tc's stderr if it fails.
@@ -184,7 +178,7 @@ async fn latency() -> Result<(), Error> {
     if !first_pass() {
         return Ok(());
     }
-    let net = network().await?;
+    let net = network(4).await?;
     // The unimpaired medians, before and after (their difference shows the noise of
     // the subtraction on this kernel); the mean of the two is subtracted.
     let median = |d: Vec<f64>| quantile(&d, 0.5);
@@ -239,7 +233,7 @@ async fn jitter() -> Result<(), Error> {
     if !first_pass() {
         return Ok(());
     }
-    let net = network().await?;
+    let net = network(4).await?;
     net.apply_impairment(
         Link::new(P1, P2),
         LinkImpairment::new()
@@ -283,7 +277,7 @@ async fn loss() -> Result<(), Error> {
     if !first_pass() {
         return Ok(());
     }
-    let net = network().await?;
+    let net = network(4).await?;
     println!(
         "loss: {RATE_SAMPLES} datagrams (bursts of 20, 1 ms apart); lost = sent - received; \
          interval: Wilson, 99.9%"
@@ -329,7 +323,7 @@ async fn duplication() -> Result<(), Error> {
     if !first_pass() {
         return Ok(());
     }
-    let net = network().await?;
+    let net = network(4).await?;
     println!(
         "duplication: {RATE_SAMPLES} datagrams (bursts of 20, 1 ms apart); \
          duplicates = received - distinct; interval: Wilson, 99.9%"
@@ -426,7 +420,7 @@ async fn tcp_goodput() -> Result<(), Error> {
     if !first_pass() {
         return Ok(());
     }
-    let net = network().await?;
+    let net = network(4).await?;
     let (warm, window) = (Duration::from_secs(1), Duration::from_secs(3));
     let ceiling = goodput(&net, P1, P2, warm, window).await?;
     println!(

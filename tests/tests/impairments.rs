@@ -12,19 +12,13 @@ use linkem::tc::impairment::{Distribution, LinkImpairment, Rate};
 use linkem::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use linkem_tests::network;
+
 linkem_test::main!();
 
 const P1: PeerId = PeerId(1);
 const P2: PeerId = PeerId(2);
 const P3: PeerId = PeerId(3);
-
-async fn network(peers: usize) -> Result<Network, Error> {
-    let mut net = Network::new(linkem::ip::Subnet::new([10, 0, 0, 0].into(), 24)).await?;
-    for _ in 0..peers {
-        net.add_peer().await?;
-    }
-    Ok(net)
-}
 
 /// One-way delays of `count` datagrams from `from` to `to`, measured with the process's
 /// monotonic clock (both ends live in this process, so their Instants compare).

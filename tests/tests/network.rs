@@ -11,18 +11,12 @@ use linkem_tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use linkem_tests::network_in as network;
+
 linkem_test::main!();
 
 fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Subnet {
     Subnet::new(Ipv4Addr::new(a, b, c, d).into(), len)
-}
-
-async fn network(subnet: Subnet, peers: usize) -> Result<Network, Error> {
-    let mut net = Network::new(subnet).await?;
-    for _ in 0..peers {
-        net.add_peer().await?;
-    }
-    Ok(net)
 }
 
 /// Connects until the listener is up (it starts on another thread).

@@ -24,6 +24,8 @@ use linkem_tests::{
     eventually, fd_count, interfaces, live_netns_inodes, own_netns_inodes, thread_count,
 };
 
+use linkem_tests::network;
+
 linkem_test::main!();
 
 const P1: PeerId = PeerId(1);
@@ -36,14 +38,6 @@ static QUIET: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn subnet() -> Subnet {
     Subnet::new([10, 0, 0, 0].into(), 24)
-}
-
-async fn network(peers: usize) -> Result<Network, Error> {
-    let mut net = Network::new(subnet()).await?;
-    for _ in 0..peers {
-        net.add_peer().await?;
-    }
-    Ok(net)
 }
 
 /// Sends `count` copies of `payload` from `from` to `to` over UDP and returns what
