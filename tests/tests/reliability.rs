@@ -90,15 +90,14 @@ async fn assert_usable(net: &Network) -> Result<(), Error> {
 }
 
 /// Polls `f` exactly once and drops it: an operation cancelled after its first step.
-/// (A timeout would not do: it polls the operation again before it gives up, and on a
-/// slow machine the operation may have finished by then.)
-fn poll_once_and_cancel<F: std::future::Future>(f: F) {
+/// (A timeout would not do: it polls the operation again before it gives up.) Returns
+/// whether the operation finished within that one poll: on a single slow CPU
+/// (user-mode-linux) the driver thread can answer every request before the poll looks
+/// for the answers, so a test must accept that outcome too.
+fn poll_once_and_cancel<F: std::future::Future>(f: F) -> bool {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(
-        f.as_mut().poll(&mut cx).is_pending(),
-        "the operation waits for the kernel after its first step"
-    );
+    f.as_mut().poll(&mut cx).is_ready()
 }
 
 /// What this process and the host look like before a test.
@@ -289,13 +288,18 @@ async fn a_cancelled_add_peer_leaves_the_network_usable_and_nothing_behind() -> 
     let _quiet = QUIET.write().await;
     let before = Before::now();
     let mut net = network(1).await?;
+    let mut finished = 0;
     for _ in 0..5 {
-        poll_once_and_cancel(net.add_peer());
+        finished += usize::from(poll_once_and_cancel(net.add_peer()));
     }
-    assert_eq!(net.peer_count(), 1);
-    // The next peer still gets id 2 and a working link (this failed with EEXIST: the
-    // cancelled call's hub port was still there).
-    assert_eq!(net.add_peer().await?, P2);
+    assert!(
+        finished < 5,
+        "no add_peer was cancelled halfway; the test proves nothing"
+    );
+    assert_eq!(net.peer_count(), 1 + finished);
+    // The next peer still gets the next id and a working link (this failed with EEXIST:
+    // the cancelled call's hub port was still there).
+    assert_eq!(net.add_peer().await?, PeerId(2 + finished));
     assert_usable(&net).await?;
     let ours = net.namespace_inodes();
     drop(net);
