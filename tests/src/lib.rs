@@ -15,6 +15,23 @@ pub async fn network_in(subnet: Subnet, peers: usize) -> Result<Network, linkem:
     Ok(net)
 }
 
+/// Runs `tc` with `args` inside `peer`'s namespace, as an independent oracle of what
+/// linkem built; returns its output, panics with tc's stderr if it fails.
+pub fn tc(net: &Network, peer: linkem::network::PeerId, args: &str) -> String {
+    let out = net
+        .std_command(peer, "tc")
+        .unwrap()
+        .args(args.split_whitespace())
+        .output()
+        .expect("run tc");
+    assert!(
+        out.status.success(),
+        "tc {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A network of `peers` peers in 10.0.0.0/24.
 pub async fn network(peers: usize) -> Result<Network, linkem::Error> {
     network_in(Subnet::new([10, 0, 0, 0].into(), 24), peers).await

@@ -31,6 +31,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use linkem_tests::network;
 
+use linkem_tests::tc;
+
 linkem_test::main!();
 
 const P1: PeerId = PeerId(1);
@@ -60,21 +62,6 @@ fn first_pass() -> bool {
         println!("fidelity: measured in the root pass only; skipped here");
     }
     identity
-}
-
-/// `tc <args>` in `peer`'s namespace; panics with tc's stderr if it fails.
-fn tc(net: &Network, peer: PeerId, args: &str) {
-    let out = net
-        .std_command(peer, "tc")
-        .unwrap()
-        .args(args.split_whitespace())
-        .output()
-        .expect("run tc");
-    assert!(
-        out.status.success(),
-        "tc {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// tc's side: `spec` as the root qdisc of peer 3's eth0.

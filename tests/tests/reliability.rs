@@ -26,6 +26,8 @@ use linkem_tests::{
 
 use linkem_tests::network;
 
+use linkem_tests::tc;
+
 linkem_test::main!();
 
 const P1: PeerId = PeerId(1);
@@ -897,22 +899,6 @@ async fn every_invalid_value_is_refused_before_the_kernel() -> Result<(), Error>
 // ---------------------------------------------------------------------------------
 // 5. Kernel refusals
 // ---------------------------------------------------------------------------------
-
-/// Runs `tc` with `args` inside `peer`; panics with tc's output if it fails.
-fn tc(net: &Network, peer: PeerId, args: &str) -> String {
-    let out = net
-        .std_command(peer, "tc")
-        .unwrap()
-        .args(args.split_whitespace())
-        .output()
-        .expect("run tc");
-    assert!(
-        out.status.success(),
-        "tc {args}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Takes qdisc handle `handle` on peer 1's eth0 behind linkem's back: a class 1:100 of
 /// linkem's root HTB with a pfifo of that handle.
