@@ -14,9 +14,11 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Error, ItemFn, Path, ReturnType};
 
-use crate::attr::{self, Config, Errors};
-use crate::impairment::{Distribution, Impairment, LossModel};
+use crate::config::{self, Config};
+use crate::diagnostics::Errors;
+use crate::impairment::{Impairment, Setting, KEYS, MAX_DELAY, MODELS};
 use crate::signature::{self, Form};
+use crate::units::MAX_RATE_BITS;
 
 /// `#[linkem::test(args)] item`.
 pub(crate) fn test(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -30,7 +32,7 @@ pub(crate) fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let form = errors.ok(signature::form(&func.sig));
     let standalone = matches!(form, Some(Form::Standalone));
-    let config = errors.ok(attr::parse(args, standalone));
+    let config = errors.ok(config::parse(args, standalone));
     match (errors.finish(), config, form) {
         (Ok(()), Some(config), Some(form)) => {
             let registration = register(&config, form, &func);
@@ -78,6 +80,17 @@ fn register(config: &Config, form: Form, func: &ItemFn) -> TokenStream {
     if let Some(seed) = config.seed {
         spec.extend(quote!(.with_seed(#seed)));
     }
+    if let Some(variant) = config.capture {
+        let variant = syn::Ident::new(variant, Span::call_site());
+        spec.extend(quote!(.with_capture(
+            #p::CaptureKeep::#variant,
+            #p::option_env!("CARGO_TARGET_TMPDIR"),
+        )));
+    }
+    if let Some(variant) = config.backend {
+        let variant = syn::Ident::new(variant, Span::call_site());
+        spec.extend(quote!(.with_backend(#p::BackendKind::#variant)));
+    }
     if config.parallel {
         spec.extend(quote!(.with_parallel(true)));
     }
@@ -124,7 +137,10 @@ fn register(config: &Config, form: Form, func: &ItemFn) -> TokenStream {
         spec.extend(quote!(.with_peer_body(#peer, #body)));
     }
 
+    let check = harness_check(ident);
     quote! {
+        #check
+
         const _: () = {
             #[#p::distributed_slice(#p::TESTS)]
             #[linkme(crate = #p::linkme)]
@@ -140,6 +156,34 @@ fn register(config: &Config, form: Form, func: &ItemFn) -> TokenStream {
                 #spec
             }
         };
+    }
+}
+
+/// A `#[test]` that exists only where the mistake it reports is made: libtest's
+/// default harness compiles the crate with `cfg(test)`, and would run none of the
+/// linkem tests (they register in `TESTS`, which only `linkem_test::main!()` reads),
+/// reporting "0 tests" as a success. With `harness = false`, `cfg(test)` is off and
+/// this function does not exist. (Without `linkem_test::main!()` under `harness =
+/// false`, the crate has no `main`, which rustc refuses: E0601.)
+fn harness_check(ident: &syn::Ident) -> TokenStream {
+    let name = ident.unraw().to_string();
+    let check = quote::format_ident!("{}_needs_the_linkem_harness", name);
+    let message = format!(
+        "`{name}` is a #[linkem::test], which libtest's default harness cannot run: this \
+         test target would pass without running it. Give the target the linkem harness, in \
+         Cargo.toml:\n\n    [[test]]\n    name = \"{{target}}\"\n    harness = false\n\n\
+         and in the target's main file:\n\n    linkem_test::main!();\n\n(linkem tests \
+         cannot be unit tests of a library: put them in tests/.)"
+    );
+    quote! {
+        #[cfg(test)]
+        #[test]
+        fn #check() {
+            ::core::panic!(
+                #message,
+                target = ::core::option_env!("CARGO_CRATE_NAME").unwrap_or("the test file's name"),
+            );
+        }
     }
 }
 
@@ -203,88 +247,77 @@ fn rate(p: &TokenStream, bits: u64) -> TokenStream {
 /// `LinkImpairment::new().with_…(…)…`, one builder call per key given.
 fn impairment(p: &TokenStream, imp: &Impairment) -> TokenStream {
     let mut out = quote!(#p::LinkImpairment::new());
-    let mut call = |method: &str, arg: TokenStream| {
-        let method = syn::Ident::new(method, Span::call_site());
+    for (key, setting) in imp.settings() {
+        let method = syn::Ident::new(key.method, Span::call_site());
+        let arg = match setting {
+            Setting::Duration(d) => duration(p, *d),
+            Setting::Percent(v) => percent(p, *v),
+            Setting::Distribution(variant) => {
+                let variant = syn::Ident::new(variant, Span::call_site());
+                quote!(#p::Distribution::#variant)
+            }
+            Setting::LossModel(model) => {
+                let variant = syn::Ident::new(model.variant, Span::call_site());
+                let fields = model.values.iter().map(|&(field, value)| {
+                    let field = syn::Ident::new(field, Span::call_site());
+                    let value = percent(p, value);
+                    quote!(#field: #value)
+                });
+                quote!(#p::LossModel::#variant { #(#fields),* })
+            }
+            Setting::Count(n) => n.into_token_stream(),
+            Setting::Rate(bits) => rate(p, *bits),
+            Setting::Seed(seed) => seed.into_token_stream(),
+        };
         out.extend(quote!(.#method(#arg)));
-    };
-    if let Some(d) = imp.latency {
-        call("with_latency", duration(p, d));
-    }
-    if let Some(d) = imp.jitter {
-        call("with_jitter", duration(p, d));
-    }
-    if let Some(d) = imp.distribution {
-        let variant = match d {
-            Distribution::Uniform => quote!(Uniform),
-            Distribution::Normal => quote!(Normal),
-            Distribution::Pareto => quote!(Pareto),
-            Distribution::ParetoNormal => quote!(ParetoNormal),
-        };
-        call("with_distribution", quote!(#p::Distribution::#variant));
-    }
-    let percents = [
-        ("with_latency_correlation", imp.latency_correlation),
-        ("with_loss", imp.loss),
-        ("with_loss_correlation", imp.loss_correlation),
-        ("with_duplicate", imp.duplicate),
-        ("with_duplicate_correlation", imp.duplicate_correlation),
-        ("with_corrupt", imp.corrupt),
-        ("with_corrupt_correlation", imp.corrupt_correlation),
-        ("with_reorder", imp.reorder),
-        ("with_reorder_correlation", imp.reorder_correlation),
-    ];
-    for (method, value) in percents {
-        if let Some(value) = value {
-            call(method, percent(p, value));
-        }
-    }
-    if let Some(model) = imp.loss_model {
-        let model = match model {
-            LossModel::GilbertElliott {
-                p: p_,
-                r,
-                bad_loss,
-                good_loss,
-            } => {
-                let [p_, r, bad_loss, good_loss] =
-                    [p_, r, bad_loss, good_loss].map(|v| percent(p, v));
-                quote!(#p::LossModel::GilbertElliott { p: #p_, r: #r, bad_loss: #bad_loss, good_loss: #good_loss })
-            }
-            LossModel::FourState {
-                p13,
-                p31,
-                p32,
-                p23,
-                p14,
-            } => {
-                let [p13, p31, p32, p23, p14] = [p13, p31, p32, p23, p14].map(|v| percent(p, v));
-                quote!(#p::LossModel::FourState { p13: #p13, p31: #p31, p32: #p32, p23: #p23, p14: #p14 })
-            }
-        };
-        call("with_loss_model", model);
-    }
-    if let Some(gap) = imp.gap {
-        call("with_gap", gap.into_token_stream());
-    }
-    if let Some(bits) = imp.rate {
-        call("with_rate", rate(p, bits));
-    }
-    if let Some(bytes) = imp.burst {
-        call("with_burst", bytes.into_token_stream());
-    }
-    if let Some(d) = imp.queue_latency {
-        call("with_queue_latency", duration(p, d));
-    }
-    if let Some(packets) = imp.limit {
-        call("with_limit", packets.into_token_stream());
-    }
-    if let Some(bits) = imp.netem_rate {
-        call("with_netem_rate", rate(p, bits));
-    }
-    if let Some(seed) = imp.seed {
-        call("with_seed", seed.into_token_stream());
     }
     out
+}
+
+/// `__impairment_keys!()`: every key of `all(..)` and `link(..)` with the field of
+/// `LinkImpairment` it sets, as `&[(&str, &str)]`. Beside the list, a pattern that
+/// names every field of `LinkImpairment` and of each `LossModel` variant without `..`:
+/// it stops compiling when the library gains a field the macro cannot set, or loses
+/// one it sets.
+pub(crate) fn impairment_keys(krate: TokenStream) -> TokenStream {
+    let p = if krate.is_empty() {
+        quote!(::linkem::__private)
+    } else {
+        quote!(#krate::__private)
+    };
+    let pairs = KEYS.iter().map(|k| {
+        let (name, field) = (k.name, k.field);
+        quote!((#name, #field))
+    });
+    let fields = KEYS
+        .iter()
+        .map(|k| syn::Ident::new(k.field, Span::call_site()));
+    let models = MODELS.iter().map(|m| {
+        let variant = syn::Ident::new(m.variant, Span::call_site());
+        let params = m
+            .params
+            .iter()
+            .map(|(param, _)| syn::Ident::new(param, Span::call_site()));
+        quote!(#p::LossModel::#variant { #(#params: _),* } => {})
+    });
+    quote! {{
+        #[allow(dead_code, unreachable_patterns)]
+        fn __every_field_has_a_key(imp: #p::LinkImpairment, model: #p::LossModel) {
+            let #p::LinkImpairment { #(#fields: _),* } = imp;
+            match model {
+                #(#models)*
+                _ => {}
+            }
+        }
+        &[#(#pairs),*] as &[(&str, &str)]
+    }}
+}
+
+/// `__impairment_limits!()`: the bounds the macro checks, as `(max_delay_secs,
+/// max_rate_bits_per_sec)`, for the test that compares them with the library's.
+pub(crate) fn impairment_limits() -> TokenStream {
+    let delay = MAX_DELAY.as_secs();
+    quote!((#delay, #MAX_RATE_BITS))
 }
 
 #[cfg(test)]
@@ -320,6 +353,11 @@ mod tests {
             assert!(out.contains(want), "missing {want}\nin {out}");
         }
         assert!(!out.contains("with_link (2usize , 1usize"), "{out}");
+        assert!(
+            out.contains("# [cfg (test)] # [test] fn t_needs_the_linkem_harness ()"),
+            "{out}"
+        );
+        assert!(out.contains("harness = false"), "{out}");
     }
 
     #[test]

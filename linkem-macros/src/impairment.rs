@@ -1,6 +1,8 @@
-//! The keys of `all(..)` and `link(..)`: one per setting of linkem's `LinkImpairment`,
-//! each checked and converted where it is written, then the rules across keys that
-//! `LinkImpairment::validate` would otherwise only report at run time.
+//! The keys of `all(..)` and `link(..)`: one table, [`KEYS`], says for each key the
+//! field of linkem's `LinkImpairment` it sets, the builder method the expansion calls
+//! and the kind of value it takes. Parsing, the checks and the expansion all read it;
+//! `__impairment_keys!()` exposes it so that a test fails when the macro and the
+//! library drift apart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,115 +11,225 @@ use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{Error, Ident, Lit, Result};
 
-use crate::attr::{unknown_key, Errors, KeyValue, Value};
+use crate::diagnostics::{unknown_key, Errors};
+use crate::syntax::{KeyValue, Value};
 use crate::units;
 
-/// The keys, in the order the docs list them. `bandwidth` is another name for `rate`.
-pub(crate) const KEYS: &[&str] = &[
-    "latency",
-    "jitter",
-    "distribution",
-    "latency_correlation",
-    "loss",
-    "loss_correlation",
-    "loss_model",
-    "duplicate",
-    "duplicate_correlation",
-    "corrupt",
-    "corrupt_correlation",
-    "reorder",
-    "reorder_correlation",
-    "gap",
-    "rate",
-    "bandwidth",
-    "burst",
-    "queue_latency",
-    "limit",
-    "netem_rate",
-    "seed",
-];
+/// The longest delay linkem accepts, as `linkem::tc::impairment::MAX_DELAY` (the test
+/// in `tests/library.rs` keeps the two equal).
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
 
-/// The longest delay linkem accepts (`linkem::tc::impairment::MAX_DELAY`).
-const MAX_DELAY: Duration = Duration::from_secs(3600);
-
-/// `linkem::tc::impairment::Distribution`.
+/// What a key's value is, and how it is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Distribution {
-    Uniform,
-    Normal,
-    Pareto,
-    ParetoNormal,
+enum Kind {
+    /// A latency or jitter: at most [`MAX_DELAY`], whole microseconds.
+    Delay,
+    Distribution,
+    Percent,
+    LossModel,
+    /// A number of packets, 0 allowed.
+    Gap,
+    /// Bits per second.
+    Rate,
+    /// The shaper's bucket, in bytes.
+    Burst,
+    QueueLatency,
+    /// netem's queue, at least one packet.
+    Limit,
+    Seed,
 }
 
-const DISTRIBUTIONS: &[(&str, Distribution)] = &[
-    ("uniform", Distribution::Uniform),
-    ("normal", Distribution::Normal),
-    ("pareto", Distribution::Pareto),
-    ("paretonormal", Distribution::ParetoNormal),
-];
-
-/// `linkem::tc::impairment::LossModel`, in percent.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum LossModel {
-    GilbertElliott {
-        p: f64,
-        r: f64,
-        bad_loss: f64,
-        good_loss: f64,
-    },
-    FourState {
-        p13: f64,
-        p31: f64,
-        p32: f64,
-        p23: f64,
-        p14: f64,
-    },
+/// One key of `all(..)` and `link(..)`.
+#[derive(Debug)]
+pub(crate) struct Key {
+    /// The key as written.
+    pub(crate) name: &'static str,
+    /// Another name for it.
+    alias: Option<&'static str>,
+    /// The field of `LinkImpairment` it sets.
+    pub(crate) field: &'static str,
+    /// The `LinkImpairment` builder method the expansion calls.
+    pub(crate) method: &'static str,
+    kind: Kind,
 }
 
-/// The parameters of each loss model, with their defaults (`None`: required). The
-/// defaults are tc's: a bad state that loses everything, a good one that loses nothing,
-/// and no isolated losses.
-const GEMODEL: &[(&str, Option<f64>)] = &[
-    ("p", None),
-    ("r", None),
-    ("bad_loss", Some(100.0)),
-    ("good_loss", Some(0.0)),
-];
-const STATE: &[(&str, Option<f64>)] = &[
-    ("p13", None),
-    ("p31", None),
-    ("p32", Some(0.0)),
-    ("p23", Some(0.0)),
-    ("p14", Some(0.0)),
+const fn key(name: &'static str, field: &'static str, method: &'static str, kind: Kind) -> Key {
+    Key {
+        name,
+        alias: None,
+        field,
+        method,
+        kind,
+    }
+}
+
+/// Every key, in the order the docs list them.
+pub(crate) const KEYS: &[Key] = &[
+    key("latency", "latency", "with_latency", Kind::Delay),
+    key("jitter", "jitter", "with_jitter", Kind::Delay),
+    key(
+        "distribution",
+        "jitter_distribution",
+        "with_distribution",
+        Kind::Distribution,
+    ),
+    key(
+        "latency_correlation",
+        "latency_correlation",
+        "with_latency_correlation",
+        Kind::Percent,
+    ),
+    key("loss", "loss", "with_loss", Kind::Percent),
+    key(
+        "loss_correlation",
+        "loss_correlation",
+        "with_loss_correlation",
+        Kind::Percent,
+    ),
+    key(
+        "loss_model",
+        "loss_model",
+        "with_loss_model",
+        Kind::LossModel,
+    ),
+    key("duplicate", "duplicate", "with_duplicate", Kind::Percent),
+    key(
+        "duplicate_correlation",
+        "duplicate_correlation",
+        "with_duplicate_correlation",
+        Kind::Percent,
+    ),
+    key("corrupt", "corrupt", "with_corrupt", Kind::Percent),
+    key(
+        "corrupt_correlation",
+        "corrupt_correlation",
+        "with_corrupt_correlation",
+        Kind::Percent,
+    ),
+    key("reorder", "reorder", "with_reorder", Kind::Percent),
+    key(
+        "reorder_correlation",
+        "reorder_correlation",
+        "with_reorder_correlation",
+        Kind::Percent,
+    ),
+    key("gap", "gap", "with_gap", Kind::Gap),
+    Key {
+        name: "rate",
+        alias: Some("bandwidth"),
+        field: "bandwidth_mbit_s",
+        method: "with_rate",
+        kind: Kind::Rate,
+    },
+    key("burst", "burst_kib", "with_burst", Kind::Burst),
+    key(
+        "queue_latency",
+        "queue_latency",
+        "with_queue_latency",
+        Kind::QueueLatency,
+    ),
+    key("limit", "limit", "with_limit", Kind::Limit),
+    key("netem_rate", "netem_rate", "with_netem_rate", Kind::Rate),
+    key("seed", "seed", "with_seed", Kind::Seed),
 ];
 
-/// One impairment, every value converted: durations, rates in bits per second, sizes
-/// in bytes, percentages in percent.
+/// Every name a key may be written with, aliases after their key.
+fn key_names() -> impl Iterator<Item = &'static str> + Clone {
+    KEYS.iter()
+        .flat_map(|k| std::iter::once(k.name).chain(k.alias))
+}
+
+/// The jitter distributions: name as written, variant of `linkem`'s `Distribution`.
+pub(crate) const DISTRIBUTIONS: &[(&str, &str)] = &[
+    ("uniform", "Uniform"),
+    ("normal", "Normal"),
+    ("pareto", "Pareto"),
+    ("paretonormal", "ParetoNormal"),
+];
+
+/// A loss model of `loss_model = name(..)`: its parameters (the fields of the
+/// `linkem` `LossModel` variant) with their defaults (`None`: required).
+#[derive(Debug)]
+pub(crate) struct Model {
+    name: &'static str,
+    /// The variant of `LossModel`.
+    pub(crate) variant: &'static str,
+    pub(crate) params: &'static [(&'static str, Option<f64>)],
+    example: &'static str,
+}
+
+/// The loss models. The defaults are tc's: a bad state that loses everything, a good
+/// one that loses nothing, and no isolated losses.
+pub(crate) const MODELS: &[Model] = &[
+    Model {
+        name: "gemodel",
+        variant: "GilbertElliott",
+        params: &[
+            ("p", None),
+            ("r", None),
+            ("bad_loss", Some(100.0)),
+            ("good_loss", Some(0.0)),
+        ],
+        example: "gemodel(p = \"1%\", r = \"10%\")",
+    },
+    Model {
+        name: "state",
+        variant: "FourState",
+        params: &[
+            ("p13", None),
+            ("p31", None),
+            ("p32", Some(0.0)),
+            ("p23", Some(0.0)),
+            ("p14", Some(0.0)),
+        ],
+        example: "state(p13 = \"1%\", p31 = \"90%\")",
+    },
+];
+
+/// A loss model, every parameter given or defaulted, in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LossModel {
+    /// The variant of `LossModel`.
+    pub(crate) variant: &'static str,
+    /// Each field of the variant and its value, in the order of [`Model::params`].
+    pub(crate) values: Vec<(&'static str, f64)>,
+}
+
+/// A key's value, checked and converted: durations, rates in bits per second, sizes in
+/// bytes, percentages in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Setting {
+    Duration(Duration),
+    Percent(f64),
+    /// The variant of `Distribution`.
+    Distribution(&'static str),
+    LossModel(LossModel),
+    /// `gap`, `burst`, `limit`.
+    Count(u32),
+    /// Bits per second.
+    Rate(u64),
+    Seed(u64),
+}
+
+/// One impairment: the keys given, each with its checked value.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Impairment {
-    pub(crate) latency: Option<Duration>,
-    pub(crate) jitter: Option<Duration>,
-    pub(crate) distribution: Option<Distribution>,
-    pub(crate) latency_correlation: Option<f64>,
-    pub(crate) loss: Option<f64>,
-    pub(crate) loss_correlation: Option<f64>,
-    pub(crate) loss_model: Option<LossModel>,
-    pub(crate) duplicate: Option<f64>,
-    pub(crate) duplicate_correlation: Option<f64>,
-    pub(crate) corrupt: Option<f64>,
-    pub(crate) corrupt_correlation: Option<f64>,
-    pub(crate) reorder: Option<f64>,
-    pub(crate) reorder_correlation: Option<f64>,
-    pub(crate) gap: Option<u32>,
-    pub(crate) rate: Option<u64>,
-    pub(crate) burst: Option<u32>,
-    pub(crate) queue_latency: Option<Duration>,
-    pub(crate) limit: Option<u32>,
-    pub(crate) netem_rate: Option<u64>,
-    pub(crate) seed: Option<u64>,
+    /// By position in [`KEYS`], so the expansion is in the docs' order.
+    settings: BTreeMap<usize, Setting>,
 }
 
 impl Impairment {
+    /// The keys given and their values, in the order of [`KEYS`].
+    pub(crate) fn settings(&self) -> impl Iterator<Item = (&'static Key, &Setting)> + '_ {
+        self.settings.iter().map(|(&i, s)| (&KEYS[i], s))
+    }
+
+    /// The value of the key `name`, if given.
+    fn get(&self, name: &str) -> Option<&Setting> {
+        let index = KEYS.iter().position(|k| k.name == name)?;
+        self.settings.get(&index)
+    }
+
     /// Parses `key = value` pairs; every error is reported, not just the first.
     pub(crate) fn parse(keys: impl IntoIterator<Item = KeyValue>) -> Result<Impairment> {
         let mut imp = Impairment::default();
@@ -125,20 +237,19 @@ impl Impairment {
         // The span of each key given, by its canonical name, for the checks across keys.
         let mut given: BTreeMap<&'static str, (String, Span)> = BTreeMap::new();
         for kv in keys {
-            let key = kv.key.unraw();
-            let name = key.to_string();
-            let Some(canonical) = KEYS.iter().copied().find(|k| *k == name) else {
-                errors.push(unknown_key(&key, "link key", KEYS.iter().copied()));
+            let ident = kv.key.unraw();
+            let name = ident.to_string();
+            let Some(index) = KEYS
+                .iter()
+                .position(|k| k.name == name || k.alias == Some(name.as_str()))
+            else {
+                errors.push(unknown_key(&ident, "link key", key_names()));
                 continue;
             };
-            let canonical = if canonical == "bandwidth" {
-                "rate"
-            } else {
-                canonical
-            };
-            if let Some((earlier, _)) = given.get(canonical) {
+            let key = &KEYS[index];
+            if let Some((earlier, _)) = given.get(key.name) {
                 errors.push(Error::new(
-                    key.span(),
+                    ident.span(),
                     if *earlier == name {
                         format!("duplicate key `{name}`")
                     } else {
@@ -147,44 +258,10 @@ impl Impairment {
                 ));
                 continue;
             }
-            given.insert(canonical, (name, key.span()));
-            let value = &kv.value;
-            let set = match canonical {
-                "latency" => delay(&key, value).map(|v| imp.latency = Some(v)),
-                "jitter" => delay(&key, value).map(|v| imp.jitter = Some(v)),
-                "distribution" => distribution(&key, value).map(|v| imp.distribution = Some(v)),
-                "latency_correlation" => {
-                    percent(&key, value).map(|v| imp.latency_correlation = Some(v))
-                }
-                "loss" => percent(&key, value).map(|v| imp.loss = Some(v)),
-                "loss_correlation" => percent(&key, value).map(|v| imp.loss_correlation = Some(v)),
-                "loss_model" => loss_model(&key, value).map(|v| imp.loss_model = Some(v)),
-                "duplicate" => percent(&key, value).map(|v| imp.duplicate = Some(v)),
-                "duplicate_correlation" => {
-                    percent(&key, value).map(|v| imp.duplicate_correlation = Some(v))
-                }
-                "corrupt" => percent(&key, value).map(|v| imp.corrupt = Some(v)),
-                "corrupt_correlation" => {
-                    percent(&key, value).map(|v| imp.corrupt_correlation = Some(v))
-                }
-                "reorder" => percent(&key, value).map(|v| imp.reorder = Some(v)),
-                "reorder_correlation" => {
-                    percent(&key, value).map(|v| imp.reorder_correlation = Some(v))
-                }
-                "gap" => value
-                    .int(&key, "a number of packets (u32)")
-                    .map(|v| imp.gap = Some(v)),
-                "rate" => rate(&key, value).map(|v| imp.rate = Some(v)),
-                "burst" => burst(&key, value).map(|v| imp.burst = Some(v)),
-                "queue_latency" => queue_latency(&key, value).map(|v| imp.queue_latency = Some(v)),
-                "limit" => limit(&key, value).map(|v| imp.limit = Some(v)),
-                "netem_rate" => rate(&key, value).map(|v| imp.netem_rate = Some(v)),
-                "seed" => value
-                    .int(&key, "an integer (u64)")
-                    .map(|v| imp.seed = Some(v)),
-                _ => unreachable!("every key of KEYS is handled"),
-            };
-            errors.ok(set);
+            given.insert(key.name, (name, ident.span()));
+            if let Some(setting) = errors.ok(setting(key.kind, &ident, &kv.value)) {
+                imp.settings.insert(index, setting);
+            }
         }
 
         // Checks across keys, on keys that are valid on their own (an invalid value is
@@ -196,24 +273,26 @@ impl Impairment {
         Ok(imp)
     }
 
+    /// The rules across keys that `LinkImpairment::validate` would otherwise only
+    /// report at run time.
     fn check(&self, given: &BTreeMap<&'static str, (String, Span)>, errors: &mut Errors) {
-        let imp = self;
         let span = |key: &str| given.get(key).map(|(_, span)| *span);
-        let positive = |v: Option<f64>| v.is_some_and(|v| v > 0.0);
-        if let (Some(at), true) = (span("loss_model"), positive(imp.loss)) {
+        let positive = |key: &str| match self.get(key) {
+            Some(Setting::Percent(v)) => *v > 0.0,
+            Some(Setting::Count(v)) => *v > 0,
+            Some(Setting::Duration(d)) => !d.is_zero(),
+            Some(_) => true,
+            None => false,
+        };
+        if let (Some(at), true) = (span("loss_model"), positive("loss")) {
             errors.push(Error::new(
                 at,
                 "`loss` and `loss_model` exclude each other: netem keeps one loss generator \
                  (drop `loss`, or give the model a `good_loss`)",
             ));
         }
-        let has_latency = imp.latency.is_some_and(|d| !d.is_zero());
         for key in ["reorder", "gap"] {
-            let set = match key {
-                "reorder" => positive(imp.reorder),
-                _ => imp.gap.is_some_and(|g| g > 0),
-            };
-            if let (Some(at), true, false) = (span(key), set, has_latency) {
+            if let (Some(at), true, false) = (span(key), positive(key), positive("latency")) {
                 errors.push(Error::new(
                     at,
                     format!(
@@ -230,7 +309,7 @@ impl Impairment {
                 "how long a packet may wait in the shaper's queue",
             ),
         ] {
-            if let (Some(at), None) = (span(key), imp.rate) {
+            if let (Some(at), None) = (span(key), self.get("rate")) {
                 errors.push(Error::new(
                     at,
                     format!("`{key}` needs a `rate`: it is {why}"),
@@ -238,6 +317,22 @@ impl Impairment {
             }
         }
     }
+}
+
+/// The value of a key of kind `kind`, checked.
+fn setting(kind: Kind, key: &Ident, value: &Value) -> Result<Setting> {
+    Ok(match kind {
+        Kind::Delay => Setting::Duration(delay(key, value)?),
+        Kind::Distribution => Setting::Distribution(distribution(key, value)?),
+        Kind::Percent => Setting::Percent(percent(key, value)?),
+        Kind::LossModel => Setting::LossModel(loss_model(key, value)?),
+        Kind::Gap => Setting::Count(value.int(key, "a number of packets (u32)")?),
+        Kind::Rate => Setting::Rate(rate(key, value)?),
+        Kind::Burst => Setting::Count(burst(key, value)?),
+        Kind::QueueLatency => Setting::Duration(queue_latency(key, value)?),
+        Kind::Limit => Setting::Count(limit(key, value)?),
+        Kind::Seed => Setting::Seed(value.int(key, "an integer (u64)")?),
+    })
 }
 
 fn str_value(key: &Ident, value: &Value, want: &str) -> Result<(String, Span)> {
@@ -352,7 +447,7 @@ fn limit(key: &Ident, value: &Value) -> Result<u32> {
     Ok(packets)
 }
 
-fn distribution(key: &Ident, value: &Value) -> Result<Distribution> {
+fn distribution(key: &Ident, value: &Value) -> Result<&'static str> {
     let names: Vec<_> = DISTRIBUTIONS
         .iter()
         .map(|(n, _)| format!("\"{n}\""))
@@ -362,7 +457,7 @@ fn distribution(key: &Ident, value: &Value) -> Result<Distribution> {
     DISTRIBUTIONS
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(&text))
-        .map(|&(_, d)| d)
+        .map(|&(_, variant)| variant)
         .ok_or_else(|| {
             Error::new(
                 span,
@@ -378,66 +473,58 @@ fn loss_model(key: &Ident, value: &Value) -> Result<LossModel> {
     let Value::Call { name, args, .. } = value else {
         return Err(value.expected(key, usage));
     };
-    let (params, example) = match name.to_string().as_str() {
-        "gemodel" => (GEMODEL, "gemodel(p = \"1%\", r = \"10%\")"),
-        "state" => (STATE, "state(p13 = \"1%\", p31 = \"90%\")"),
-        _ => {
-            return Err(Error::new(
-                name.span(),
-                format!("unknown loss model `{name}`: use {usage}"),
-            ))
-        }
+    let Some(model) = MODELS.iter().find(|m| name == m.name) else {
+        return Err(Error::new(
+            name.span(),
+            format!("unknown loss model `{name}`: use {usage}"),
+        ));
     };
     let mut values: BTreeMap<&str, f64> = BTreeMap::new();
+    // Given, valid or not: an invalid one is reported as such, not again as missing.
+    let mut given: Vec<&str> = Vec::new();
     let mut errors = Errors::default();
     for arg in args {
         let param = arg.key.unraw().to_string();
-        let Some(&(param, _)) = params.iter().find(|(p, _)| *p == param) else {
+        let Some(&(param, _)) = model.params.iter().find(|(p, _)| *p == param) else {
             errors.push(unknown_key(
                 &arg.key,
                 &format!("`{name}` parameter"),
-                params.iter().map(|(p, _)| *p),
+                model.params.iter().map(|(p, _)| *p),
             ));
             continue;
         };
-        if values.contains_key(param) {
+        if given.contains(&param) {
             errors.push(Error::new(
                 arg.key.span(),
                 format!("duplicate key `{param}`"),
             ));
             continue;
         }
+        given.push(param);
         if let Some(v) = errors.ok(percent(&arg.key, &arg.value)) {
             values.insert(param, v);
         }
     }
-    errors.finish()?;
-    let get = |param: &str| -> Result<f64> {
-        let default = params
-            .iter()
-            .find(|(p, _)| *p == param)
-            .and_then(|(_, d)| *d);
-        values.get(param).copied().or(default).ok_or_else(|| {
-            Error::new(
+    for &(param, default) in model.params {
+        if !given.contains(&param) && default.is_none() {
+            errors.push(Error::new(
                 name.span(),
-                format!("`{name}` needs `{param}`: write e.g. `{example}`"),
-            )
+                format!("`{name}` needs `{param}`: write e.g. `{}`", model.example),
+            ));
+        }
+    }
+    errors.finish()?;
+    let values = model
+        .params
+        .iter()
+        .map(|&(param, default)| {
+            let value = values.get(param).copied().or(default);
+            (param, value.expect("a missing parameter is refused above"))
         })
-    };
-    Ok(match params.len() {
-        4 => LossModel::GilbertElliott {
-            p: get("p")?,
-            r: get("r")?,
-            bad_loss: get("bad_loss")?,
-            good_loss: get("good_loss")?,
-        },
-        _ => LossModel::FourState {
-            p13: get("p13")?,
-            p31: get("p31")?,
-            p32: get("p32")?,
-            p23: get("p23")?,
-            p14: get("p14")?,
-        },
+        .collect();
+    Ok(LossModel {
+        variant: model.variant,
+        values,
     })
 }
 
@@ -455,6 +542,10 @@ mod tests {
         Impairment::parse(keys)
     }
 
+    fn settings(imp: &Impairment) -> Vec<(&'static str, Setting)> {
+        imp.settings().map(|(k, s)| (k.name, s.clone())).collect()
+    }
+
     #[test]
     fn every_key() {
         let imp = parse(quote! {
@@ -466,58 +557,87 @@ mod tests {
             netem_rate = "100mbit", seed = 42,
         })
         .unwrap();
+        use Setting::*;
         assert_eq!(
-            imp,
-            Impairment {
-                latency: Some(Duration::from_millis(100)),
-                jitter: Some(Duration::from_millis(10)),
-                distribution: Some(Distribution::ParetoNormal),
-                latency_correlation: Some(25.0),
-                loss: Some(1.5),
-                loss_correlation: Some(10.0),
-                loss_model: None,
-                duplicate: Some(0.1),
-                duplicate_correlation: Some(5.0),
-                corrupt: Some(0.01),
-                corrupt_correlation: Some(1.0),
-                reorder: Some(25.0),
-                reorder_correlation: Some(50.0),
-                gap: Some(5),
-                rate: Some(1_500_000),
-                burst: Some(32 * 1024),
-                queue_latency: Some(Duration::from_millis(50)),
-                limit: Some(5000),
-                netem_rate: Some(100_000_000),
-                seed: Some(42),
-            }
+            settings(&imp),
+            [
+                ("latency", Duration(std::time::Duration::from_millis(100))),
+                ("jitter", Duration(std::time::Duration::from_millis(10))),
+                ("distribution", Distribution("ParetoNormal")),
+                ("latency_correlation", Percent(25.0)),
+                ("loss", Percent(1.5)),
+                ("loss_correlation", Percent(10.0)),
+                ("duplicate", Percent(0.1)),
+                ("duplicate_correlation", Percent(5.0)),
+                ("corrupt", Percent(0.01)),
+                ("corrupt_correlation", Percent(1.0)),
+                ("reorder", Percent(25.0)),
+                ("reorder_correlation", Percent(50.0)),
+                ("gap", Count(5)),
+                ("rate", Rate(1_500_000)),
+                ("burst", Count(32 * 1024)),
+                (
+                    "queue_latency",
+                    Duration(std::time::Duration::from_millis(50))
+                ),
+                ("limit", Count(5000)),
+                ("netem_rate", Rate(100_000_000)),
+                ("seed", Seed(42)),
+            ]
         );
+        let unset: Vec<_> = KEYS
+            .iter()
+            .filter(|k| imp.get(k.name).is_none())
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(unset, ["loss_model"], "every other key was given");
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut names: Vec<_> = key_names().collect();
+        let mut fields: Vec<_> = KEYS.iter().map(|k| k.field).collect();
+        names.sort();
+        fields.sort();
+        assert!(names.windows(2).all(|w| w[0] != w[1]), "{names:?}");
+        assert!(fields.windows(2).all(|w| w[0] != w[1]), "{fields:?}");
+        for key in KEYS {
+            assert!(key.method.starts_with("with_"), "{key:?}");
+        }
     }
 
     #[test]
     fn loss_models() {
-        let imp = parse(quote!(loss_model = gemodel(p = "1%", r = "10%"))).unwrap();
+        let model = |tokens| match parse(tokens).unwrap().get("loss_model") {
+            Some(Setting::LossModel(model)) => model.clone(),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(
-            imp.loss_model,
-            Some(LossModel::GilbertElliott {
-                p: 1.0,
-                r: 10.0,
-                bad_loss: 100.0,
-                good_loss: 0.0
-            })
+            model(quote!(loss_model = gemodel(p = "1%", r = "10%"))),
+            LossModel {
+                variant: "GilbertElliott",
+                values: vec![
+                    ("p", 1.0),
+                    ("r", 10.0),
+                    ("bad_loss", 100.0),
+                    ("good_loss", 0.0)
+                ],
+            }
         );
-        let imp = parse(quote!(
-            loss_model = state(p13 = 5.0, p31 = "80%", p14 = "0.5%")
-        ))
-        .unwrap();
         assert_eq!(
-            imp.loss_model,
-            Some(LossModel::FourState {
-                p13: 5.0,
-                p31: 80.0,
-                p32: 0.0,
-                p23: 0.0,
-                p14: 0.5
-            })
+            model(quote!(
+                loss_model = state(p13 = 5.0, p31 = "80%", p14 = "0.5%")
+            )),
+            LossModel {
+                variant: "FourState",
+                values: vec![
+                    ("p13", 5.0),
+                    ("p31", 80.0),
+                    ("p32", 0.0),
+                    ("p23", 0.0),
+                    ("p14", 0.5)
+                ],
+            }
         );
     }
 

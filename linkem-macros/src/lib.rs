@@ -1,17 +1,27 @@
 //! The `#[linkem::test]` attribute. An implementation detail of linkem, which
 //! re-exports it: depend on `linkem`, not on this crate.
 //!
-//! The attribute is parsed into a typed configuration (`attr`, `impairment`, with
-//! the literal parsers in `units`), the function's form is read from its signature
-//! (`signature`), and `expand` registers the test. Every error points at the token
-//! that causes it, and the function is still emitted beside the errors.
+//! Layers, each importing only those below it:
+//! * `syntax`: the arguments as written (keys, values, spans), and `diagnostics`, the
+//!   errors gathered across them;
+//! * `units`: the literals with units (durations, rates, sizes, subnets);
+//! * `impairment`: the keys of `all(..)` and `link(..)`, one table of them, checked;
+//! * `config`: the attribute's typed configuration, one setter per key, and the checks
+//!   across keys;
+//! * `signature`: the function's form, from its argument;
+//! * `expand`: the generated code.
+//!
+//! Every error points at the token that causes it, and the function is still emitted
+//! beside the errors.
 
 #![forbid(unsafe_code)]
 
-mod attr;
+mod config;
+mod diagnostics;
 mod expand;
 mod impairment;
 mod signature;
+mod syntax;
 mod units;
 
 use proc_macro::TokenStream;
@@ -67,6 +77,7 @@ use proc_macro::TokenStream;
 /// | `subnet` | `subnet = "10.0.0.0/24"`, `subnet = "fd00::/64"` | where the addresses come from (peer `n` gets the `n`-th host); a network address with room for every peer |
 /// | `timeout` | `timeout = "30s"` | how long the whole test may take |
 /// | `seed` | `seed = 42` | seed of everything random: netem (for links without their own `seed`) and the harness |
+/// | `capture` | `capture`, `capture = "failed"` | writes a pcapng capture of each network of the test, into `LINKEM_CAPTURE` or else `target/tmp/linkem-captures`; `"failed"` keeps a file only when the test fails (the report names it) |
 /// | `parallel` | `parallel`, `parallel = true`, or `serial = false` | may run beside other tests, without the global namespace lock (default: serial) |
 /// | `ignore` | `ignore`, `ignore = "needs Linux 6.1"` | run only when ignored tests are asked for |
 /// | `crate` | `crate = "my::linkem"` | where linkem is, when it is not `::linkem` |
@@ -124,4 +135,22 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::test(args.into(), item.into()).into()
+}
+
+/// Every key of `all(..)` and `link(..)` with the `LinkImpairment` field it sets, as
+/// `&[(&str, &str)]`; it fails to compile when a field of `LinkImpairment` (or of a
+/// `LossModel` variant) has no key. For linkem's own tests: not an API. An argument
+/// gives the path of linkem (default `::linkem`).
+#[doc(hidden)]
+#[proc_macro]
+pub fn __impairment_keys(krate: TokenStream) -> TokenStream {
+    expand::impairment_keys(krate.into()).into()
+}
+
+/// The bounds the attribute checks, `(max_delay_secs, max_rate_bits_per_sec)`, for
+/// linkem's own tests: not an API.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __impairment_limits(_: TokenStream) -> TokenStream {
+    expand::impairment_limits().into()
 }

@@ -4,7 +4,7 @@
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, PathArguments, Result, Signature, Type};
 
-use crate::attr::Errors;
+use crate::diagnostics::Errors;
 
 /// The two forms of a test function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,8 @@ const SIZE_UNITS: &[(&str, u128)] = &[
     ("gib", 1 << 30),
 ];
 
-/// The fastest rate accepted, as `linkem::tc::impairment::MAX_RATE`: 1000 Tbit/s.
+/// The fastest rate accepted, as `linkem::tc::impairment::MAX_RATE` (the test in
+/// `tests/library.rs` keeps the two equal): 1000 Tbit/s.
 pub(crate) const MAX_RATE_BITS: u64 = 1_000_000_000_000_000;
 
 /// A non-negative decimal `mantissa / 10^scale`, kept exact.

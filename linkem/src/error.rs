@@ -3,17 +3,23 @@
 //! Every variant says which object failed (peer, link, namespace) and keeps the errno
 //! and the kernel's own message where there is one, so a failing test explains itself.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use nix::errno::Errno;
 
-use crate::network::{Link, PeerId};
+use crate::link::{Link, PeerId};
 
 /// Result alias used across linkem.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, and where.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same sentence as `Display` (followed by the errors it was caused
+/// by), as `anyhow` does: a `main` returning `Result<(), Box<dyn Error>>` and a test
+/// body returning `Result` show what a reader wants, not a struct dump. `{:#?}` adds
+/// the variant's name.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A subnet that cannot hold peers.
@@ -41,11 +47,33 @@ pub enum Error {
     /// An impairment value outside what linkem or the kernel accepts.
     #[error("invalid impairment: {field} = {value}: must be {rule}")]
     InvalidImpairment {
-        /// The field, as named in [`LinkImpairment`](crate::tc::impairment::LinkImpairment).
+        /// The field, as named in [`LinkImpairment`](crate::impairment::LinkImpairment).
         field: &'static str,
         /// The value given.
         value: String,
         /// The rule it breaks.
+        rule: &'static str,
+    },
+
+    /// A packet-capture setting outside what linkem accepts.
+    #[error("invalid capture setting: {setting} = {value}: must be {rule}")]
+    InvalidCapture {
+        /// The setting, as named in [`CaptureConfig`](crate::capture::CaptureConfig).
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+
+    /// A setting (an environment variable or option) with a value linkem does not know.
+    #[error("invalid setting: {setting} = {value:?}: must be {rule}")]
+    InvalidSetting {
+        /// The setting, e.g. the environment variable's name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What it may be.
         rule: &'static str,
     },
 
@@ -133,13 +161,93 @@ pub enum Error {
     },
 }
 
+// The hints, each written once: linkem's errors carry them, and the linkem-test harness
+// says them when it decides what can run. Macros, so that `concat!` can build the
+// longer ones from the shorter.
+macro_rules! userns_hint {
+    () => {
+        "unprivileged user namespaces must be allowed: sysctl kernel.unprivileged_userns_clone=1 \
+         (Debian and derivatives) and user.max_user_namespaces above 0"
+    };
+}
+macro_rules! apparmor_hint {
+    () => {
+        "Ubuntu 23.10 and later let an unprivileged user namespace be created but deny it the \
+         capabilities to configure it (kernel.apparmor_restrict_unprivileged_userns=1): allow it \
+         with sysctl kernel.apparmor_restrict_unprivileged_userns=0, or give the test binary an \
+         AppArmor profile with the `userns` permission, or run as root"
+    };
+}
+
+/// How to allow unprivileged user namespaces.
+#[doc(hidden)]
+pub const USERNS_HINT: &str = userns_hint!();
+
+/// What to do on a system whose AppArmor strips user namespaces of their capabilities.
+#[doc(hidden)]
+pub const APPARMOR_HINT: &str = apparmor_hint!();
+
 /// The hint given with EPERM/EACCES.
-pub(crate) const PRIVILEGE_HINT: &str = "linkem needs CAP_NET_ADMIN and CAP_SYS_ADMIN over the \
-namespaces it creates: run as root, or let the linkem-test harness enter an unprivileged user \
-namespace (unprivileged user namespaces must be allowed: sysctl kernel.unprivileged_userns_clone=1; \
-on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0)";
+#[doc(hidden)]
+pub const PRIVILEGE_HINT: &str = concat!(
+    "linkem needs CAP_NET_ADMIN and CAP_SYS_ADMIN over the namespaces it creates: run as root, \
+     or let the linkem-test harness enter an unprivileged user namespace (",
+    userns_hint!(),
+    "; ",
+    apparmor_hint!(),
+    ")"
+);
+
+/// How to get sch_netem, for `Unsupported` errors and the harness's notice about
+/// tests it ignores for the lack of it.
+#[doc(hidden)]
+pub const NETEM_HINT: &str = "load it (modprobe sch_netem; on Ubuntu it is in \
+linux-modules-extra), or run on a kernel built with CONFIG_NET_SCH_NETEM (the kernel lane: \
+scripts/kernel-lane); bandwidth limits alone work without it";
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.to_string();
+        f.write_str(&shown)?;
+        // The causes the sentence does not already say (`Io` quotes its source).
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                write!(f, "\n\ncaused by: {text}")?;
+                shown.push_str(&text);
+            }
+            source = cause.source();
+        }
+        if f.alternate() {
+            write!(f, "\n\n(linkem::Error::{})", self.variant())?;
+        }
+        Ok(())
+    }
+}
 
 impl Error {
+    /// The variant's name, for `{:#?}`.
+    fn variant(&self) -> &'static str {
+        match self {
+            Error::InvalidSubnet { .. } => "InvalidSubnet",
+            Error::SubnetExhausted { .. } => "SubnetExhausted",
+            Error::InvalidImpairment { .. } => "InvalidImpairment",
+            Error::InvalidCapture { .. } => "InvalidCapture",
+            Error::InvalidSetting { .. } => "InvalidSetting",
+            Error::UnknownPeer(_) => "UnknownPeer",
+            Error::SelfLink(_) => "SelfLink",
+            Error::PermissionDenied { .. } => "PermissionDenied",
+            Error::Netlink { .. } => "Netlink",
+            Error::System { .. } => "System",
+            Error::Unsupported { .. } => "Unsupported",
+            Error::PeerPanicked { .. } => "PeerPanicked",
+            Error::ShutDown => "ShutDown",
+            Error::TcPlan { .. } => "TcPlan",
+            Error::Io { .. } => "Io",
+        }
+    }
+
     /// The errno behind this error, if it came from the kernel.
     pub fn errno(&self) -> Option<Errno> {
         match self {
@@ -174,6 +282,52 @@ impl Error {
                 op: op.into(),
                 source,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_the_sentence() {
+        let e = Error::UnknownPeer(PeerId(7));
+        assert_eq!(
+            format!("{e:?}"),
+            "unknown peer 7: this network has no such peer"
+        );
+        assert_eq!(
+            format!("{e:#?}"),
+            "unknown peer 7: this network has no such peer\n\n(linkem::Error::UnknownPeer)"
+        );
+        let boxed: Box<dyn std::error::Error> = Box::new(Error::Unsupported {
+            feature: "delay".into(),
+            module: "sch_netem",
+            hint: NETEM_HINT,
+        });
+        // What `main() -> Result<(), Box<dyn Error>>` prints after "Error: ".
+        let shown = format!("{boxed:?}");
+        assert!(
+            shown.starts_with("delay is not supported by this kernel"),
+            "{shown}"
+        );
+        assert!(!shown.contains("Unsupported {"), "{shown}");
+    }
+
+    #[test]
+    fn debug_says_a_cause_once() {
+        let e = Error::Io {
+            op: "read /proc/x".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(format!("{e:?}"), "read /proc/x: gone");
+    }
+
+    #[test]
+    fn the_privilege_hint_says_every_way_out() {
+        for part in [USERNS_HINT, APPARMOR_HINT, "run as root"] {
+            assert!(PRIVILEGE_HINT.contains(part), "{part}");
         }
     }
 }

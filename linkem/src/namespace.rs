@@ -8,6 +8,10 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use nix::errno::Errno;
@@ -92,9 +96,9 @@ impl NetNs {
     /// namespace and exits; its reference ends with it.
     fn create_on_thread(what: &str) -> Result<(NetNs, Socket)> {
         let what = what.to_string();
-        std::thread::Builder::new()
-            .name("linkem-unshare".into())
-            .spawn(move || -> Result<(NetNs, Socket)> {
+        NsThread::spawn(
+            "linkem-unshare".into(),
+            move || -> Result<(NetNs, Socket)> {
                 unshare(CloneFlags::CLONE_NEWNET)
                     .map_err(|e| Error::system(format!("create the namespace of {what}"), e))?;
                 let ns = NetNs::of_current_thread()
@@ -103,13 +107,14 @@ impl NetNs {
                     Error::io(format!("open rtnetlink in the namespace of {what}"), e)
                 })?;
                 Ok((ns, socket))
-            })
-            .map_err(|e| Error::io("spawn a thread", e))?
-            .join()
-            .map_err(|_| Error::System {
-                op: "create a namespace".into(),
-                errno: Errno::EFAULT,
-            })?
+            },
+        )
+        .map_err(|e| Error::io("spawn a thread", e))?
+        .join()
+        .map_err(|_| Error::System {
+            op: "create a namespace".into(),
+            errno: Errno::EFAULT,
+        })?
     }
 
     /// The namespace of the calling thread.
@@ -135,6 +140,122 @@ impl NetNs {
     /// The raw descriptor, e.g. for IFLA_NET_NS_FD.
     pub(crate) fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+}
+
+/// A thread of linkem's, joined only once the kernel is done with it.
+///
+/// pthread_join(3) returns when the kernel clears the thread's tid, in mm_release()
+/// early in do_exit(); the exiting thread still holds its network namespace until
+/// exit_task_namespaces() and still shows in /proc until release_task(), both later in
+/// do_exit(). On a busy machine the gap is long enough for a caller to find a dropped
+/// network's namespace still referenced, or its thread still listed (the reliability
+/// suite did, as root and rootless). [`NsThread::join`] therefore also waits until the
+/// task is released, so that "joined" means "gone".
+#[derive(Debug)]
+pub(crate) struct NsThread<T> {
+    handle: JoinHandle<T>,
+    task: Arc<OnceLock<PathBuf>>,
+}
+
+impl<T: Send + 'static> NsThread<T> {
+    /// Spawns `f` on a thread named `name`.
+    pub(crate) fn spawn(
+        name: String,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<NsThread<T>> {
+        let task = Arc::new(OnceLock::new());
+        let own = Arc::clone(&task);
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(entry) = task_entry() {
+                let _ = own.set(entry);
+            }
+            f()
+        })?;
+        Ok(NsThread { handle, task })
+    }
+
+    /// Whether the thread's function has returned.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the thread's function to return and for the kernel to release the
+    /// thread, namespaces included.
+    pub(crate) fn join(self) -> std::thread::Result<T> {
+        let out = self.handle.join();
+        // Set before the function ran, so visible after the join.
+        if let Some(entry) = self.task.get() {
+            wait_released(entry);
+        }
+        out
+    }
+}
+
+/// Threads a tokio runtime started (its blocking pool) that have finished their work,
+/// so that whoever shuts the runtime down can wait for the kernel to release them.
+///
+/// Blocking-pool threads of a peer's runtime are spawned inside the peer's namespace
+/// and hold it like the peer's own thread; tokio joins them on shutdown, which has the
+/// same gap as [`NsThread::join`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RuntimeThreads {
+    stopped: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl RuntimeThreads {
+    /// Records the runtime's threads as they stop.
+    pub(crate) fn watch(&self, builder: &mut tokio::runtime::Builder) {
+        let stopped = Arc::clone(&self.stopped);
+        builder.on_thread_stop(move || {
+            if let Some(entry) = task_entry() {
+                stopped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(entry);
+            }
+        });
+    }
+
+    /// Waits until every thread that stopped has been released. Threads still running
+    /// (work the runtime's shutdown timed out on) are not waited for.
+    pub(crate) fn wait_released(&self) {
+        let stopped = std::mem::take(&mut *self.stopped.lock().unwrap_or_else(|e| e.into_inner()));
+        for entry in stopped {
+            wait_released(&entry);
+        }
+    }
+}
+
+/// How long [`wait_released`] waits at most: the release follows the thread's end
+/// within microseconds on an idle machine, within scheduler slices on a busy one.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The calling thread's entry in /proc (`/proc/<pid>/task/<tid>`), in the numbering of
+/// the mounted /proc (which gettid(2) need not share, in a container).
+fn task_entry() -> Option<PathBuf> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .map(|relative| PathBuf::from("/proc").join(relative))
+}
+
+/// Waits until the thread whose /proc entry is `entry` is released: the entry goes
+/// away in release_task(), after exit_task_namespaces(). The tid is not reused
+/// meanwhile: pids are allocated cyclically (alloc_pid(), idr_alloc_cyclic()), so only
+/// after pid_max others.
+fn wait_released(entry: &std::path::Path) {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(20);
+    while entry.exists() {
+        if started.elapsed() > RELEASE_TIMEOUT {
+            tracing::warn!(
+                task = %entry.display(),
+                "a joined thread was not released by the kernel in time"
+            );
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 

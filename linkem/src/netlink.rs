@@ -7,7 +7,6 @@
 //! and closes their sockets, which is part of letting the namespaces go.
 
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::thread::JoinHandle;
 
 use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
@@ -17,6 +16,7 @@ use nix::errno::Errno;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result, PRIVILEGE_HINT};
+use crate::namespace::NsThread;
 
 /// Flags of a request that changes or deletes an existing object.
 pub(crate) const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
@@ -28,7 +28,7 @@ pub(crate) const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 pub(crate) struct Driver {
     runtime: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<NsThread<()>>,
 }
 
 impl Driver {
@@ -40,14 +40,12 @@ impl Driver {
             .map_err(|e| Error::io("start the netlink driver runtime", e))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                // Returns when `stop` fires or is dropped; dropping the runtime then
-                // drops every connection task and closes its socket.
-                let _ = runtime.block_on(stopped);
-            })
-            .map_err(|e| Error::io("spawn the netlink driver thread", e))?;
+        let thread = NsThread::spawn(name, move || {
+            // Returns when `stop` fires or is dropped; dropping the runtime then
+            // drops every connection task and closes its socket.
+            let _ = runtime.block_on(stopped);
+        })
+        .map_err(|e| Error::io("spawn the netlink driver thread", e))?;
         Ok(Driver {
             runtime: handle,
             stop: Some(stop),

@@ -1,5 +1,9 @@
 //! `#[linkem::test]` registers every test in `linkem::testing::TESTS`, with the spec
 //! its attribute says.
+//!
+//! A `harness = false` target with its own `main`: under libtest's default harness the
+//! attribute adds a failing "needs the linkem harness" guard (that mistake must be
+//! loud), and these checks only read the registrations, they run no test.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -42,7 +46,6 @@ fn find(name: &str) -> &'static TestDef {
         .unwrap_or_else(|| panic!("{name} is not registered"))
 }
 
-#[test]
 fn every_test_is_collected_once() {
     let mut names: Vec<_> = TESTS.iter().map(|t| t.name).collect();
     names.sort_unstable();
@@ -62,7 +65,6 @@ fn every_test_is_collected_once() {
     }
 }
 
-#[test]
 fn links_and_their_directions() {
     let spec = (find("replicates_under_latency").spec)();
     assert_eq!(spec.peers(), 3);
@@ -88,7 +90,6 @@ fn links_and_their_directions() {
     assert!(spec.validate().is_ok());
 }
 
-#[test]
 fn test_keys() {
     let spec = (find("with_every_test_key").spec)();
     assert_eq!(spec.peers(), 2);
@@ -115,7 +116,6 @@ fn test_keys() {
     assert!(spec.body_for(1).is_some() && spec.default_body().is_some());
 }
 
-#[test]
 fn controller_form() {
     let def = find("controlled");
     assert_eq!(def.line, CONTROLLED_LINE, "the line of the attribute");
@@ -127,4 +127,17 @@ fn controller_form() {
     assert!(spec.body_for(2).is_none() && spec.body_for(4).is_none());
     assert_eq!(spec.link(1, 4), Some(&LinkImpairment::new()));
     assert_eq!(spec.link(4, 1), None);
+}
+
+fn main() {
+    let checks: [(&str, fn()); 4] = [
+        ("every_test_is_collected_once", every_test_is_collected_once),
+        ("links_and_their_directions", links_and_their_directions),
+        ("test_keys", test_keys),
+        ("controller_form", controller_form),
+    ];
+    for (name, check) in checks {
+        check();
+        println!("collect: {name} ... ok");
+    }
 }

@@ -483,7 +483,7 @@ fn u32_hash_tables() {
             flags: CREATE,
         },
     );
-    // ... protocol ipv6 prio 2 handle 6: u32 divisor 256
+    // ... protocol ipv6 prio 3 handle 6: u32 divisor 256
     check("u32_ht_ip6", &filter::hash_table(DEV, h(1, 0), Family::V6));
 }
 
@@ -492,7 +492,7 @@ fn u32_hash_links() {
     // ... protocol ip prio 1 handle ::1 u32 match u32 0 0 at 16
     //     hashkey mask 0x000000ff at 16 link 4:
     check("u32_link_ip", &filter::hash_link(DEV, h(1, 0), Family::V4));
-    // ... protocol ipv6 prio 2 handle ::1 u32 match u32 0 0 at 36
+    // ... protocol ipv6 prio 3 handle ::1 u32 match u32 0 0 at 36
     //     hashkey mask 0x000000ff at 36 link 6:
     check("u32_link_ip6", &filter::hash_link(DEV, h(1, 0), Family::V6));
 }
@@ -512,10 +512,28 @@ fn u32_dst_ip() {
 
 #[test]
 fn u32_dst_ip6() {
-    // ... protocol ipv6 prio 2 handle 6:5:1 u32 ht 6:5: match ip6 dst fd00::5/128 flowid 1:6
+    // ... protocol ipv6 prio 3 handle 6:5:1 u32 ht 6:5: match ip6 dst fd00::5/128 flowid 1:6
     check(
         "u32_dst_ip6",
         &filter::dst_filter(DEV, h(1, 0), addr("fd00::5"), FilterTarget::Class(h(1, 6))),
+    );
+}
+
+#[test]
+fn u32_neighbour_discovery() {
+    // ... protocol ipv6 prio 2 handle ::1 u32 match ip6 protocol 58 0xff
+    //     match u8 135 0xff at 40 flowid 1:1 (and ::2 for 136)
+    let message = filter::nd_filter(DEV, h(1, 0), filter::ND_TYPES[0], h(1, 1));
+    check_op(
+        "u32_nd_ns",
+        TcOp::NewFilter {
+            message,
+            flags: CREATE,
+        },
+    );
+    check(
+        "u32_nd_na",
+        &filter::nd_filter(DEV, h(1, 0), filter::ND_TYPES[1], h(1, 1)),
     );
 }
 
@@ -550,7 +568,13 @@ fn u32_del_ip() {
 fn fixtures_parse_as_tc_messages() {
     use rtnetlink::packet_core::{Nla, Parseable};
     use rtnetlink::packet_route::tc::{TcAttribute, TcOption};
-    for name in ["u32_dst_ip", "u32_dst_ip6", "u32_mirred_ip", "u32_link_ip"] {
+    for name in [
+        "u32_dst_ip",
+        "u32_dst_ip6",
+        "u32_mirred_ip",
+        "u32_link_ip",
+        "u32_nd_ns",
+    ] {
         let body = load(name).body;
         let msg = TcMessage::parse(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(emit(&msg), body, "{name}: parse + emit round trip");

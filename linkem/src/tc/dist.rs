@@ -24,7 +24,7 @@
 
 use std::sync::OnceLock;
 
-use crate::tc::impairment::Distribution;
+use crate::impairment::Distribution;
 
 /// `NETEM_DIST_SCALE`: a table entry of 8192 means one `jitter`.
 pub const DIST_SCALE: i32 = 8192;
@@ -32,6 +32,8 @@ pub const DIST_SCALE: i32 = 8192;
 pub const TABLE_LEN: usize = 4096;
 /// `NETEM_DIST_MAX`: the largest table the kernel accepts.
 pub const DIST_MAX: usize = 16384;
+// get_dist_table() in sch_netem.c refuses a longer table with EINVAL.
+const _: () = assert!(TABLE_LEN <= DIST_MAX);
 
 /// Resolution of the normal generator's intermediate table.
 const FINE: usize = 16384;

@@ -18,7 +18,7 @@
 
 use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
 
-use crate::tc::impairment::Rate;
+use crate::impairment::Rate;
 use crate::tc::nla;
 use crate::tc::psched::{needs_rate64, table_bytes, Psched, RateSpec};
 

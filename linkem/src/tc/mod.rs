@@ -1,24 +1,41 @@
-//! Traffic control: the impairment model and the qdisc trees that carry it.
+//! Traffic control, the kernel backend's data plane: how impairments become qdisc trees.
 //!
-//! Encoding (pure, no kernel access): [`psched`] (tc's time and rate arithmetic),
-//! [`netem`], [`htb`], [`tbf`], [`filter`] (u32 + mirred), [`dist`] (netem's delay
-//! tables) and [`nla`] (raw attributes). [`handles`] documents the tree every peer's
-//! device carries, and [`plan`] turns a peer's impairments into the requests that build
-//! or change it.
+//! For users this module is only the seed API's path to the impairment model,
+//! [`impairment`] (whose home is [`crate::impairment`]). Everything else here is the
+//! kernel backend's machinery, public only for the crate's own byte-exact and property
+//! tests and benchmarks, and hidden from the docs:
+//!
+//! Encoding (pure, no kernel access): `psched` (tc's time and rate arithmetic),
+//! `netem`, `htb`, `tbf`, `filter` (u32 + mirred), `clsact` (the capture tap), `dist` (netem's delay tables) and
+//! `nla` (raw attributes). `handles` documents the tree every peer's device carries,
+//! and `plan` turns a peer's impairments into the requests that build or change it.
 
-pub mod dist;
+#[doc(hidden)]
+pub mod clsact;
+pub(crate) mod dist;
+#[doc(hidden)]
 pub mod filter;
+#[doc(hidden)]
 pub mod handles;
+#[doc(hidden)]
 pub mod htb;
 pub mod impairment;
+#[doc(hidden)]
 pub mod netem;
+#[doc(hidden)]
 pub mod nla;
+#[doc(hidden)]
 pub mod plan;
+#[doc(hidden)]
 pub mod psched;
+#[doc(hidden)]
 pub mod tbf;
-pub(crate) mod tree;
 
-pub use tree::{netem_available, LinkStats};
+// Kept at the paths they had before the backend seam; their home is `crate::network`.
+#[doc(hidden)]
+pub use crate::backend::kernel::netem_available;
+#[doc(hidden)]
+pub use crate::backend::LinkStats;
 
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 

@@ -22,6 +22,15 @@
 //!   first.
 //! - Attribute order: LATENCY64, JITTER64, CORR, REORDER, CORRUPT, LOSS (nested), RATE64,
 //!   RATE, PRNG_SEED, DELAY_DIST.
+//! - `TCA_NETEM_PRNG_SEED` (a `u64`, as tc's `seed N`) seeds netem's generator. The
+//!   kernel knows it since Linux 6.6 (François Michel's "netem: add prng attribute to
+//!   netem_sched_data"); older kernels drop it silently (netem's `parse_attr` ignores
+//!   attributes above its policy's maximum). From 6.6 on, `netem_change` re-seeds the
+//!   generator on every change (with a random seed when the attribute is absent), and
+//!   `netem_dump` always reports the seed in use: [`dumped_seed`] reads it back, which
+//!   is how the kernel backend tells whether seeds are honoured. The seed drives every
+//!   draw of the loss, duplication, corruption, reordering and delay decisions; which
+//!   bit a corruption flips still comes from the kernel's own `get_random_u32_below`.
 //!
 //! One deliberate difference: tc forgets `TCA_NETEM_CORR` when only the duplication has
 //! a correlation (`duplicate 5% 20%` alone), so the kernel never sees it; linkem sends it.
@@ -35,8 +44,8 @@
 
 use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
 
+use crate::impairment::{LinkImpairment, LossModel, Rate, PERCENTS};
 use crate::tc::dist;
-use crate::tc::impairment::{LinkImpairment, LossModel, Rate};
 use crate::tc::nla;
 use crate::tc::psched::{needs_rate64, rate32};
 
@@ -95,14 +104,22 @@ pub fn effective_limit(imp: &LinkImpairment) -> u32 {
     imp.limit.unwrap_or_else(|| auto_limit(imp))
 }
 
-/// A queue length that holds what the link has in flight: the bandwidth-delay product
-/// in packets of 1500 bytes, doubled for margin, and at least 1000 (tc's default).
+/// A queue length that holds what the link has in flight: the bandwidth-delay product,
+/// plus the shaper's queue when there is one, in packets of 1500 bytes, doubled for
+/// margin, and at least 1000 (tc's default).
 ///
 /// netem holds every packet for its delay, so at `r` bytes/s and `d` seconds it holds
 /// `r * d` bytes; tc's fixed 1000 packets drop silently beyond 12 Mbit/s at 1 s, or
 /// 120 Mbit/s at 100 ms. The rate is the smaller of the shaper's and netem's own; with
 /// neither, [`ASSUMED_LINK_RATE`]. The delay is `latency + jitter` (the jittered
 /// maximum, for the uniform case).
+///
+/// With a shaper, netem comes first and takes packets at the *sender's* pace: a TCP
+/// sender whose window has grown to the path plus the shaper's queue sends that window
+/// in bursts (slow start, super-packets), all of which sit in netem's delay line at
+/// once. Sized for the path alone (1668 packets at 1 Gbit/s with 10 ms), netem dropped
+/// 3,743 packets of one flow on the userspace engine while the shaper's queue had room;
+/// sized for both (11,668), none.
 pub fn auto_limit(imp: &LinkImpairment) -> u32 {
     let rate = [imp.rate(), imp.netem_rate]
         .into_iter()
@@ -111,12 +128,17 @@ pub fn auto_limit(imp: &LinkImpairment) -> u32 {
         .unwrap_or(ASSUMED_LINK_RATE);
     let delay_us = u64::from(imp.latency) + u64::from(imp.jitter);
     // bytes/s * us / 1e6 = bytes; u128 keeps 1000 Tbit/s * 2h exact.
-    let bytes = u128::from(rate.as_bytes_per_sec()) * u128::from(delay_us) / 1_000_000;
+    let path = u128::from(rate.as_bytes_per_sec()) * u128::from(delay_us) / 1_000_000;
+    let shaper_queue = crate::tc::tbf::Tbf::from_impairment(imp).map_or(0, |t| t.limit_bytes());
+    let bytes = path + u128::from(shaper_queue);
     let packets = bytes.div_ceil(u128::from(AUTO_LIMIT_PACKET)) * 2;
     u32::try_from(packets)
         .unwrap_or(u32::MAX)
         .max(MIN_AUTO_LIMIT)
 }
+
+/// Size of `struct tc_netem_qopt`, which precedes netem's attributes.
+const QOPT_LEN: usize = 24;
 
 fn u32s(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_ne_bytes()).collect()
@@ -149,15 +171,9 @@ fn build(imp: &LinkImpairment, limit: u32, reset: Reset<'_>) -> Vec<u8> {
     if imp.jitter > 0 {
         nla::put_i64(&mut out, attr::JITTER64, i64::from(imp.jitter) * 1000);
     }
-    let correlated = [
-        imp.latency_correlation,
-        imp.loss_correlation,
-        imp.duplicate_correlation,
-        imp.reorder_correlation,
-        imp.corrupt_correlation,
-    ]
-    .iter()
-    .any(|&c| c > 0.0);
+    let correlated = PERCENTS
+        .iter()
+        .any(|field| field.correlation && (field.get)(imp) > 0.0);
     if correlated || forced {
         let corr = [
             percent(imp.latency_correlation),
@@ -255,6 +271,17 @@ pub fn change_options(imp: &LinkImpairment, limit: u32, previous: &LinkImpairmen
     )
 }
 
+/// The seed a netem's dumped `TCA_OPTIONS` payload reports (`TCA_NETEM_PRNG_SEED`
+/// after the struct), `None` when the kernel does not report one (before Linux 6.6).
+pub fn dumped_seed(options: &[u8]) -> Option<u64> {
+    let attrs = options.get(QOPT_LEN..)?;
+    nla::iter(attrs).find_map(|(kind, value)| {
+        (kind == attr::PRNG_SEED)
+            .then(|| value.try_into().ok().map(u64::from_ne_bytes))
+            .flatten()
+    })
+}
+
 /// The message (for `RTM_NEWQDISC`) of a netem `handle` under `parent` on `ifindex`.
 pub fn qdisc(
     ifindex: i32,
@@ -288,7 +315,7 @@ pub fn change_qdisc(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tc::impairment::{Distribution, Percent};
+    use crate::impairment::{Distribution, Percent};
     use std::time::Duration;
 
     fn attrs(payload: &[u8]) -> Vec<(u16, Vec<u8>)> {
@@ -424,17 +451,37 @@ mod tests {
     }
 
     #[test]
+    fn seed_comes_back_from_a_dump() {
+        let imp = LinkImpairment::new().with_loss(5.0);
+        assert_eq!(dumped_seed(&options(&imp, 1000)), None);
+        let seeded = options(&imp.clone().with_seed(0x0123_4567_89ab_cdef), 1000);
+        assert_eq!(dumped_seed(&seeded), Some(0x0123_4567_89ab_cdef));
+        // The kernel may pad before the u64 (TCA_NETEM_PAD, type 12, empty).
+        let mut padded = options(&imp, 1000);
+        nla::put(&mut padded, 12, &[]);
+        nla::put_u64(&mut padded, attr::PRNG_SEED, 9);
+        assert_eq!(dumped_seed(&padded), Some(9));
+        assert_eq!(dumped_seed(&[0; 10]), None, "shorter than the struct");
+    }
+
+    #[test]
     fn auto_limit_is_twice_the_bdp() {
         let lan = LinkImpairment::new();
         assert_eq!(auto_limit(&lan), MIN_AUTO_LIMIT);
-        // 100 Mbit/s (12.5 MB/s) x 1 s = 12.5 MB = 8334 packets, x2.
+        // 100 Mbit/s (12.5 MB/s) x 1 s = 12.5 MB, plus the shaper's queue (50 ms at
+        // 12.5 MB/s, 625 kB, and its 10 ms burst, 125 kB): 13.25 MB = 8834 packets, x2.
         let slow = LinkImpairment::new()
             .with_latency(Duration::from_secs(1))
             .with_rate(Rate::mbit(100));
-        assert_eq!(auto_limit(&slow), 16_668);
-        // netem's own rate counts too, the smaller wins.
+        assert_eq!(auto_limit(&slow), 17_668);
+        // netem's own rate counts too, the smaller wins for the path: 1.25 MB + 750 kB.
         let both = slow.clone().with_netem_rate(Rate::mbit(10));
-        assert_eq!(auto_limit(&both), 1668);
+        assert_eq!(auto_limit(&both), 2668);
+        // netem's rate alone: no shaper queue. 10 Mbit/s x 2 s = 2.5 MB = 1667, x2.
+        let netem_only = LinkImpairment::new()
+            .with_latency(Duration::from_secs(2))
+            .with_netem_rate(Rate::mbit(10));
+        assert_eq!(auto_limit(&netem_only), 3334);
         // Unshaped: the assumed 10 Gbit/s over 100 ms.
         let wan = LinkImpairment::new().with_latency(Duration::from_millis(100));
         assert_eq!(auto_limit(&wan), 166_668);

@@ -2,7 +2,12 @@
 //!
 //! A plan is data, a list of [`TcOp`] to send in order, each with its message and the
 //! netlink flags to add to `NLM_F_REQUEST | NLM_F_ACK`. Nothing here talks to the
-//! kernel. The tree is the one documented in [`crate::tc::handles`].
+//! kernel. The tree is the one documented in [`crate::tc::handles`], all of it: the
+//! spine with the partitions' blackhole ([`plan_tree`]), one link's change
+//! ([`plan_link`]), its cut or heal ([`plan_cut`]), the way back after a refusal
+//! ([`plan_restore`]), which device a destination lives on ([`Destination::new`]) and
+//! which qdisc counts its packets ([`counters`]). The caller (the kernel backend) keeps
+//! the state, creates IFB devices and sends the requests.
 //!
 //! Flags, and what the kernel (`tc_modify_qdisc`) does with them:
 //! - [`CREATE`] (`NLM_F_CREATE | NLM_F_EXCL`, `tc ... add`): create, refuse with EEXIST
@@ -19,13 +24,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use rtnetlink::packet_route::tc::TcMessage;
+use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
 
 use crate::error::{Error, Result};
+use crate::impairment::LinkImpairment;
 use crate::tc::filter::{self, Family, FilterTarget};
-use crate::tc::handles::{DestSlot, DEFAULT_CLASS, DEFAULT_MINOR, DEVICE_ROOT, ROOT};
+use crate::tc::handles::{
+    DestSlot, BLACKHOLE_CLASS, BLACKHOLE_QDISC, DEFAULT_CLASS, DEFAULT_MINOR, DEVICE_ROOT, ROOT,
+};
 use crate::tc::htb::{self, HtbClass};
-use crate::tc::impairment::LinkImpairment;
 use crate::tc::netem;
 use crate::tc::psched::Psched;
 use crate::tc::tbf::{self, Tbf};
@@ -34,6 +41,9 @@ use crate::tc::tbf::{self, Tbf};
 pub const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
 /// Flags that change an existing qdisc in place (see the module docs).
 pub const REPLACE: u16 = NLM_F_REPLACE;
+/// Flags that create a filter or replace the one with the same handle (no
+/// `NLM_F_EXCL`): a cut and a heal re-point an existing filter, or make one.
+pub const UPSERT: u16 = NLM_F_CREATE | NLM_F_REPLACE;
 
 /// One request of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,11 +139,33 @@ pub struct Destination {
     /// What the link to it does.
     pub impairment: LinkImpairment,
     /// The ifindex of an IFB device reserved for this destination, when its netem must
-    /// not share the source's device: duplication on kernels that refuse a duplicating
-    /// netem beside other netems (see [`crate::tc::handles`]). The caller
-    /// detects the kernel behaviour and creates the device; `None` keeps everything on
-    /// the source's device.
+    /// not share the source's device: a duplicating netem, which kernels with the
+    /// CVE-2025-38553 check refuse beside other netems (see [`crate::tc::handles`]).
+    /// [`Destination::new`] decides; the caller creates the device before sending a plan
+    /// that uses it. `None` keeps everything on the source's device.
     pub ifb: Option<u32>,
+}
+
+impl Destination {
+    /// A destination as linkem lays it out: on an IFB device of its own
+    /// ([`DestSlot::ifb`]) when it duplicates, else on the source's device.
+    pub fn new(slot: DestSlot, addr: IpAddr, impairment: LinkImpairment) -> Destination {
+        let ifb = (impairment.duplicate > 0.0).then(|| slot.ifb());
+        Destination {
+            slot,
+            addr,
+            impairment,
+            ifb,
+        }
+    }
+
+    /// Where the destination's filter sends its packets when the link is not cut.
+    fn target(&self) -> FilterTarget {
+        match self.ifb {
+            Some(ifindex) => FilterTarget::Redirect { ifindex },
+            None => FilterTarget::Class(self.slot.class()),
+        }
+    }
 }
 
 fn ifb_index(ifb: u32) -> Result<i32> {
@@ -272,6 +304,37 @@ pub fn plan_tree(ifindex: i32, destinations: &[Destination], psched: &Psched) ->
             flags: CREATE,
         });
     }
+    // The kernel's unicast neighbour discovery passes unimpaired, like ARP (see
+    // crate::tc::filter).
+    for nd in filter::ND_TYPES {
+        ops.push(TcOp::NewFilter {
+            message: filter::nd_filter(ifindex, ROOT, nd, DEFAULT_CLASS),
+            flags: CREATE,
+        });
+    }
+    // The blackhole of partitions, built with the spine so that a cut is a single
+    // filter request and works without sch_netem.
+    ops.push(TcOp::NewClass {
+        message: htb::class(
+            ifindex,
+            BLACKHOLE_CLASS,
+            ROOT,
+            &HtbClass::unlimited(),
+            psched,
+        ),
+        flags: CREATE,
+    });
+    ops.push(TcOp::NewQdisc {
+        message: crate::tc::qdisc_message(
+            ifindex,
+            BLACKHOLE_QDISC,
+            BLACKHOLE_CLASS,
+            "pfifo",
+            // struct tc_fifo_qopt { limit }: 0 packets, so every packet is dropped.
+            0u32.to_ne_bytes().to_vec(),
+        ),
+        flags: CREATE,
+    });
     for d in destinations {
         ops.extend(add_destination(ifindex, d, psched)?);
     }
@@ -382,11 +445,103 @@ pub fn plan_change(
     Ok(ops)
 }
 
+/// [`plan_change`] for a link that may be cut: while cut, its filter points at the
+/// blackhole and stays there, so the change leaves the filter alone (the heal points it
+/// at the new subtree).
+pub fn plan_link(
+    ifindex: i32,
+    old: &Destination,
+    new: &Destination,
+    cut: bool,
+    psched: &Psched,
+) -> Result<Vec<TcOp>> {
+    let mut ops = plan_change(ifindex, old, new, psched)?;
+    if cut {
+        ops.retain(|op| !matches!(op, TcOp::NewFilter { .. } | TcOp::DelFilter { .. }));
+    }
+    Ok(ops)
+}
+
+/// The one request that cuts a link (its filter to the blackhole) or heals it (its
+/// filter back to the destination's subtree, or gone when the link is unimpaired).
+/// `current` is the destination as built (`None` or unimpaired: a plain wire).
+pub fn plan_cut(ifindex: i32, addr: IpAddr, cut: bool, current: Option<&Destination>) -> TcOp {
+    let current = current.filter(|d| !d.impairment.is_none());
+    match (cut, current) {
+        (true, _) => TcOp::NewFilter {
+            message: filter::dst_filter(ifindex, ROOT, addr, FilterTarget::Class(BLACKHOLE_CLASS)),
+            flags: UPSERT,
+        },
+        (false, Some(d)) => TcOp::NewFilter {
+            message: filter::dst_filter(ifindex, ROOT, addr, d.target()),
+            flags: UPSERT,
+        },
+        (false, None) => TcOp::DelFilter {
+            message: filter::delete_dst_filter(ifindex, ROOT, addr),
+        },
+    }
+}
+
+/// How to put a link back as `old` after a plan towards `attempted` failed partway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// Removes whatever part of the attempt, or of `old`, exists: each request sent on
+    /// its own, a refusal meaning that part was not there.
+    pub cleanup: Vec<TcOp>,
+    /// Rebuilds `old` from nothing (its filter left alone while the link is cut); the
+    /// first refusal stops it.
+    pub rebuild: Vec<TcOp>,
+}
+
+/// The requests that restore a link to `old` after a refused plan towards `attempted`:
+/// only that destination's subtree is rebuilt, other links are not touched.
+pub fn plan_restore(
+    ifindex: i32,
+    old: &Destination,
+    attempted: &Destination,
+    cut: bool,
+    psched: &Psched,
+) -> Restore {
+    let gone = |d: &Destination| Destination {
+        impairment: LinkImpairment::default(),
+        ..d.clone()
+    };
+    let mut cleanup = Vec::new();
+    for current in [attempted, old] {
+        // remove_destination cannot fail on a destination that planned before.
+        if let Ok(ops) = plan_change(ifindex, current, &gone(attempted), psched) {
+            cleanup.extend(ops);
+        }
+    }
+    let mut rebuild = plan_change(ifindex, &gone(old), old, psched).unwrap_or_default();
+    if cut {
+        rebuild.retain(|op| !matches!(op, TcOp::NewFilter { .. }));
+    }
+    Restore { cleanup, rebuild }
+}
+
+/// The qdisc whose counters describe a link, and its device: the blackhole's pfifo
+/// while the link is cut, else the destination's netem (or its TBF when it has no
+/// netem), on its IFB or the source's device `ifindex`. `None` for a plain wire.
+pub fn counters(ifindex: i32, current: Option<&Destination>, cut: bool) -> Option<(TcHandle, i32)> {
+    if cut {
+        return Some((BLACKHOLE_QDISC, ifindex));
+    }
+    let d = current.filter(|d| !d.impairment.is_none())?;
+    let leaf = if d.impairment.needs_netem() {
+        d.slot.netem()
+    } else {
+        d.slot.tbf()
+    };
+    let dev = d.ifb.and_then(|i| i32::try_from(i).ok()).unwrap_or(ifindex);
+    Some((leaf, dev))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::PeerId;
-    use crate::tc::impairment::Rate;
+    use crate::impairment::Rate;
+    use crate::link::PeerId;
     use rtnetlink::packet_route::tc::TcAttribute;
     use std::time::Duration;
 
@@ -447,6 +602,12 @@ mod tests {
                 "add filter u32 3 0:1 1:0",
                 "add filter u32 3 96:0 1:0",
                 "add filter u32 3 0:1 1:0",
+                // neighbour solicitations and advertisements pass (prio 2)
+                "add filter u32 3 0:1 1:0",
+                "add filter u32 3 0:2 1:0",
+                // the blackhole
+                "add class htb 3 1:65535 1:0",
+                "add qdisc pfifo 3 32767:0 1:65535",
                 // peer 2: slot 1, x = 3
                 "add class htb 3 1:3 1:0",
                 "add qdisc netem 3 3:0 1:3",
@@ -468,7 +629,7 @@ mod tests {
         d.ifb = Some(7);
         let ops = plan_tree(DEV, std::slice::from_ref(&d), &Psched::MODERN).unwrap();
         assert_eq!(
-            summary(&ops[6..]),
+            summary(&ops[10..]),
             [
                 "add qdisc netem 7 3:0 65535:65535",
                 "add filter u32 3 64:8193 1:0"
@@ -597,5 +758,160 @@ mod tests {
             plan_change(DEV, &a, &b, &Psched::MODERN),
             Err(Error::TcPlan { .. })
         ));
+    }
+
+    #[test]
+    fn duplication_moves_a_destination_to_its_ifb() {
+        let slot = DestSlot::from_peer(PeerId(4)).unwrap();
+        let addr: IpAddr = "10.0.0.4".parse().unwrap();
+        assert_eq!(Destination::new(slot, addr, delay(5)).ifb, None);
+        let d = Destination::new(slot, addr, delay(5).with_duplicate(1.0));
+        assert_eq!(d.ifb, Some(0x10003));
+        let ops = plan_change(
+            DEV,
+            &Destination::new(slot, addr, LinkImpairment::new()),
+            &d,
+            &Psched::MODERN,
+        )
+        .unwrap();
+        assert_eq!(
+            summary(&ops),
+            [
+                "add qdisc netem 65539 5:0 65535:65535",
+                "add filter u32 3 64:16385 1:0"
+            ]
+        );
+    }
+
+    fn filter_target(op: &TcOp) -> Option<String> {
+        use rtnetlink::packet_route::tc::{TcFilterU32Option, TcOption};
+        op.message().attributes.iter().find_map(|a| match a {
+            TcAttribute::Options(options) => options.iter().find_map(|o| match o {
+                TcOption::U32(TcFilterU32Option::ClassId(class)) => Some(class.to_string()),
+                TcOption::U32(TcFilterU32Option::Action(_)) => Some("redirect".into()),
+                _ => None,
+            }),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_cut_points_the_filter_at_the_blackhole_and_a_heal_back() {
+        let addr: IpAddr = "10.0.0.2".parse().unwrap();
+        let shaped = dest(
+            2,
+            "10.0.0.2",
+            LinkImpairment::new().with_rate(Rate::mbit(5)),
+        );
+        let plain = dest(2, "10.0.0.2", LinkImpairment::new());
+        for current in [None, Some(&plain), Some(&shaped)] {
+            let cut = plan_cut(DEV, addr, true, current);
+            assert_eq!(
+                summary(std::slice::from_ref(&cut)),
+                ["add filter u32 3 64:8193 1:0"]
+            );
+            assert_eq!(cut.flags(), UPSERT);
+            assert_eq!(filter_target(&cut).as_deref(), Some("1:65535"));
+        }
+        let heal = plan_cut(DEV, addr, false, Some(&shaped));
+        assert_eq!(heal.flags(), UPSERT);
+        assert_eq!(filter_target(&heal).as_deref(), Some("1:3"));
+        for current in [None, Some(&plain)] {
+            let heal = plan_cut(DEV, addr, false, current);
+            assert_eq!(
+                summary(std::slice::from_ref(&heal)),
+                ["delete filter u32 3 64:8193 1:0"]
+            );
+        }
+        let mut duplicating = dest(2, "10.0.0.2", delay(5).with_duplicate(5.0));
+        duplicating.ifb = Some(0x10001);
+        let heal = plan_cut(DEV, addr, false, Some(&duplicating));
+        assert_eq!(filter_target(&heal).as_deref(), Some("redirect"));
+    }
+
+    #[test]
+    fn a_change_while_cut_leaves_the_filter_at_the_blackhole() {
+        let none = dest(2, "10.0.0.2", LinkImpairment::new());
+        let some = dest(2, "10.0.0.2", delay(5));
+        let add = plan_link(DEV, &none, &some, true, &Psched::MODERN).unwrap();
+        assert_eq!(
+            summary(&add),
+            ["add class htb 3 1:3 1:0", "add qdisc netem 3 3:0 1:3"]
+        );
+        let remove = plan_link(DEV, &some, &none, true, &Psched::MODERN).unwrap();
+        assert_eq!(summary(&remove), ["delete class - 3 1:3 1:0"]);
+        assert_eq!(
+            plan_link(DEV, &none, &some, false, &Psched::MODERN).unwrap(),
+            plan_change(DEV, &none, &some, &Psched::MODERN).unwrap()
+        );
+    }
+
+    #[test]
+    fn restore_removes_the_attempt_and_rebuilds_the_old_subtree() {
+        let old = dest(2, "10.0.0.2", delay(5));
+        let mut attempted = dest(2, "10.0.0.2", delay(5).with_duplicate(5.0));
+        attempted.ifb = Some(0x10001);
+        let restore = plan_restore(DEV, &old, &attempted, false, &Psched::MODERN);
+        assert_eq!(
+            summary(&restore.cleanup),
+            [
+                "delete filter u32 3 64:8193 1:0",
+                "delete qdisc - 65537 3:0 65535:65535",
+                "delete filter u32 3 64:8193 1:0",
+                "delete class - 3 1:3 1:0",
+            ]
+        );
+        assert_eq!(
+            summary(&restore.rebuild),
+            [
+                "add class htb 3 1:3 1:0",
+                "add qdisc netem 3 3:0 1:3",
+                "add filter u32 3 64:8193 1:0"
+            ]
+        );
+        let cut = plan_restore(DEV, &old, &attempted, true, &Psched::MODERN);
+        assert_eq!(
+            summary(&cut.rebuild),
+            ["add class htb 3 1:3 1:0", "add qdisc netem 3 3:0 1:3"]
+        );
+        let unimpaired = dest(2, "10.0.0.2", LinkImpairment::new());
+        let nothing = plan_restore(DEV, &unimpaired, &old, false, &Psched::MODERN);
+        assert!(nothing.rebuild.is_empty());
+    }
+
+    #[test]
+    fn counters_come_from_the_leaf_or_the_blackhole() {
+        let netem = dest(2, "10.0.0.2", delay(5).with_rate(Rate::mbit(5)));
+        let shaped = dest(
+            2,
+            "10.0.0.2",
+            LinkImpairment::new().with_rate(Rate::mbit(5)),
+        );
+        let mut duplicating = dest(2, "10.0.0.2", delay(5).with_duplicate(5.0));
+        duplicating.ifb = Some(0x10001);
+        let show = |c: Option<(TcHandle, i32)>| c.map(|(h, dev)| format!("{h} on {dev}"));
+        assert_eq!(
+            show(counters(DEV, Some(&netem), false)).as_deref(),
+            Some("3:0 on 3")
+        );
+        assert_eq!(
+            show(counters(DEV, Some(&shaped), false)).as_deref(),
+            Some("32771:0 on 3")
+        );
+        assert_eq!(
+            show(counters(DEV, Some(&duplicating), false)).as_deref(),
+            Some("3:0 on 65537")
+        );
+        assert_eq!(
+            show(counters(DEV, Some(&netem), true)).as_deref(),
+            Some("32767:0 on 3")
+        );
+        assert_eq!(
+            show(counters(DEV, None, true)).as_deref(),
+            Some("32767:0 on 3")
+        );
+        assert_eq!(counters(DEV, None, false), None);
+        let plain = dest(2, "10.0.0.2", LinkImpairment::new());
+        assert_eq!(counters(DEV, Some(&plain), false), None);
     }
 }

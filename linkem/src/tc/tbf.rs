@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rtnetlink::packet_route::tc::{TcHandle, TcMessage};
 
-use crate::tc::impairment::{LinkImpairment, Rate};
+use crate::impairment::{LinkImpairment, Rate};
 use crate::tc::nla;
 use crate::tc::psched::{needs_rate64, table_bytes, Psched, RateSpec};
 

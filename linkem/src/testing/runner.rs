@@ -3,6 +3,7 @@
 //! first failure or at the timeout, and tears the network down.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,59 +14,75 @@ use futures::FutureExt;
 use crate::error::Error;
 use crate::ip::Subnet;
 use crate::network::{Link, Network, PeerId};
-use crate::testing::peer::{Controller, Peer, Rendezvous};
-use crate::testing::spec::{BodyFailure, ControllerFuture, Outcome, TestSpec};
+use crate::tc::impairment::LinkImpairment;
+use crate::testing::peer::{Controller, Peer, Rendezvous, Who};
+use crate::testing::spec::{ControllerFuture, TestSpec};
+use crate::testing::Failure;
 
 /// The timeout of a test that does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How a test did not pass.
-#[derive(Debug)]
-pub enum Failure {
-    /// The test cannot run here (a kernel feature is missing); the text says why.
-    Unsupported(String),
-    /// The test failed; the text explains (which peer, what, and the network's state).
-    Failed(String),
-}
-
 /// Runs a test to completion.
-pub async fn run(spec: TestSpec) -> Result<(), Failure> {
+///
+/// Panics on the calling thread and on the peers' threads go to the calling thread's
+/// [`Capture`](crate::testing::capture::Capture), if it has one (see
+/// [`capture`](crate::testing::capture)).
+pub async fn run(spec: &TestSpec) -> Result<(), Failure> {
     let timeout = spec.timeout().unwrap_or(DEFAULT_TIMEOUT);
     if let Some(body) = spec.standalone() {
-        return match tokio::time::timeout(timeout, caught(body(()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(f)) if f.unsupported => Err(Failure::Unsupported(f.message)),
-            Ok(Err(f)) => Err(Failure::Failed(f.message)),
-            Err(_) => Err(Failure::Failed(format!(
-                "timed out after {timeout:?} (set `timeout = \"...\"` to change it)"
-            ))),
-        };
+        return within(timeout, caught(body(())), String::new).await;
     }
-    let network = build(&spec).await.map_err(|e| match e {
-        Error::Unsupported { .. } => Failure::Unsupported(e.to_string()),
-        e => Failure::Failed(format!("building the test's network failed: {e}")),
-    })?;
+    let network = build(spec)
+        .await
+        .map_err(|e| match Failure::from_error(&e) {
+            Failure::Failed(m) => {
+                Failure::Failed(format!("building the test's network failed: {m}"))
+            }
+            unsupported => unsupported,
+        })?;
     let network = Arc::new(network);
-    let outcome = tokio::time::timeout(timeout, run_bodies(&spec, &network)).await;
-    let failure = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(f)) if f.unsupported => return Err(Failure::Unsupported(f.message)),
-        Ok(Err(f)) => Some(f.message),
-        Err(_) => Some(format!(
-            "timed out after {timeout:?} (set `timeout = \"...\"` to change it)"
-        )),
-    };
+    let rendezvous = Arc::new(Rendezvous::new(
+        (1..=spec.peers())
+            .filter(|&n| spec.body_for(n).is_some())
+            .map(|n| Who::Peer(PeerId(n)))
+            .chain(spec.controller().map(|_| Who::Controller)),
+    ));
+    let outcome = within(timeout, run_bodies(spec, &network, &rendezvous), || {
+        rendezvous.still_running()
+    })
+    .await;
     // The bodies' futures are gone by now (finished or dropped, which cancels the peer
     // threads); describe the network before it goes.
-    let result = match failure {
-        None => Ok(()),
-        Some(message) => {
-            let report = describe(&spec, &network).await;
+    let result = match outcome {
+        Err(Failure::Failed(message)) => {
+            let report = describe(spec, &network).await;
             Err(Failure::Failed(format!("{message}\n\n{report}")))
         }
+        other => other,
     };
     drop(network);
     result
+}
+
+/// `body` within `timeout`: the one place a timeout becomes a failure. `still_running`
+/// says, when it runs out, which bodies were still going and on what they waited.
+async fn within(
+    timeout: Duration,
+    body: impl Future<Output = Result<(), Failure>>,
+    still_running: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    match tokio::time::timeout(timeout, body).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            let mut message =
+                format!("timed out after {timeout:?} (set `timeout = \"...\"` to change it)");
+            let running = still_running();
+            if !running.is_empty() {
+                let _ = write!(message, "; still running:\n{}", running.trim_end());
+            }
+            Err(Failure::Failed(message))
+        }
+    }
 }
 
 fn subnet_of(spec: &TestSpec) -> Subnet {
@@ -75,86 +92,91 @@ fn subnet_of(spec: &TestSpec) -> Subnet {
     }
 }
 
+/// The network of the spec: on its pinned backend (else Auto, which takes the trial's
+/// backend, `testing::trial`), seeded by its `seed` through the builder (else the
+/// trial's seed; `LINKEM_SEED` overrides either), its peers, then the default
+/// impairment on every direction at once (`apply_impairment_all`, one request stream
+/// per source peer, concurrently), then the directions with their own. Each link's
+/// random stream is derived by the network from its seed and the link.
 async fn build(spec: &TestSpec) -> Result<Network, Error> {
-    let mut network = Network::new(subnet_of(spec)).await?;
+    let mut builder = Network::builder(subnet_of(spec)).backend(spec.backend().unwrap_or_default());
+    if let Some(seed) = spec.seed() {
+        builder = builder.seed(seed);
+    }
+    let mut network = builder.build().await?;
     for _ in 0..spec.peers() {
         network.add_peer().await?;
     }
-    for (link, imp) in effective_links(spec) {
-        network.apply_impairment(link, imp).await?;
+    if let Some(default) = spec.default_impairment().filter(|_| spec.peers() > 1) {
+        network.apply_impairment_all(default.clone()).await?;
+    }
+    for (link, imp) in spec.links() {
+        network.apply_impairment(link, imp.clone()).await?;
     }
     Ok(network)
 }
 
 /// Every direction with its impairment: the specific ones, and the default for the
-/// others. The test's `seed`, when set, seeds every netem that has no seed of its own,
-/// each link differently (`seed + a * 65536 + b`), so a run can be replayed.
-fn effective_links(spec: &TestSpec) -> Vec<(Link, crate::tc::impairment::LinkImpairment)> {
+/// others.
+fn effective_links(spec: &TestSpec) -> Vec<(Link, LinkImpairment)> {
     let n = spec.peers();
     let mut out = Vec::new();
     for a in 1..=n {
-        for b in 1..=n {
-            if a == b {
-                continue;
-            }
-            let specific = spec.link(a, b);
-            if let Some(imp) = specific.or(spec.default_impairment()) {
-                let mut imp = imp.clone();
-                if let (Some(seed), None, true) = (spec.seed(), imp.seed, imp.needs_netem()) {
-                    imp.seed = Some(seed.wrapping_add(((a as u64) << 16) + b as u64));
-                }
-                out.push((Link::new(PeerId(a), PeerId(b)), imp));
+        for b in (1..=n).filter(|&b| b != a) {
+            if let Some(imp) = spec.impairment(a, b) {
+                out.push((Link::new(PeerId(a), PeerId(b)), imp.clone()));
             }
         }
     }
     out
 }
 
-async fn run_bodies(spec: &TestSpec, network: &Arc<Network>) -> Result<(), BodyFailure> {
-    let bodies: Vec<_> = (1..=spec.peers())
-        .filter_map(|n| spec.body_for(n).map(|b| (PeerId(n), b)))
-        .collect();
-    let rendezvous = Arc::new(Rendezvous::new(bodies.len()));
-    // Each future says whether it is the controller's.
-    let mut running: FuturesUnordered<BoxFuture<'static, (bool, Result<(), BodyFailure>)>> =
+async fn run_bodies(
+    spec: &TestSpec,
+    network: &Arc<Network>,
+    rendezvous: &Arc<Rendezvous>,
+) -> Result<(), Failure> {
+    // Each future says whose it is.
+    let mut running: FuturesUnordered<BoxFuture<'static, (Who, Result<(), Failure>)>> =
         FuturesUnordered::new();
-    for (peer, body) in bodies {
-        let rendezvous = Arc::clone(&rendezvous);
+    for (peer, body) in (1..=spec.peers()).filter_map(|n| spec.body_for(n).map(|b| (PeerId(n), b)))
+    {
+        let rendezvous = Arc::clone(rendezvous);
         let network = Arc::clone(network);
         running.push(Box::pin(async move {
+            // On the peer's thread, whose panics go where this thread's go
+            // (`run_in_namespace` attaches it to this thread's capture).
             let outcome = network
                 .run_in_namespace(peer, move |ctx| body(Peer::new(ctx, rendezvous)))
                 .await;
             let outcome = match outcome {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(f)) => Err(BodyFailure {
-                    message: format!("peer {peer} failed: {}", f.message),
-                    ..f
-                }),
+                Ok(outcome) => outcome.map_err(|f| f.within(format_args!("peer {peer} failed"))),
                 Err(Error::PeerPanicked { peer, message }) => {
                     Err(format!("peer {peer} panicked: {message}").into())
                 }
-                Err(e) => Err(format!("peer {peer} could not run: {e}").into()),
+                Err(e) => {
+                    Err(Failure::from_error(&e).within(format_args!("peer {peer} could not run")))
+                }
             };
-            (false, outcome)
+            (Who::Peer(peer), outcome)
         }));
     }
     if let Some(controller) = spec.controller() {
-        let handle = Controller::new(Arc::clone(network), Arc::clone(&rendezvous));
+        let handle = Controller::new(Arc::clone(network), Arc::clone(rendezvous));
         running.push(Box::pin(async move {
-            let outcome = caught(controller(handle)).await.map_err(|f| BodyFailure {
-                message: format!("the controller failed: {}", f.message),
-                ..f
-            });
-            (true, outcome)
+            let outcome = caught(controller(handle))
+                .await
+                .map_err(|f| f.within("the controller failed"));
+            (Who::Controller, outcome)
         }));
     }
     // The first failure ends the test; dropping `running` cancels the other bodies.
     // With a controller, the test ends when the controller returns (peers that serve
     // forever are then cancelled); without one, when every body has returned.
-    while let Some((is_controller, outcome)) = running.next().await {
+    while let Some((who, outcome)) = running.next().await {
+        rendezvous.finished(who);
         outcome?;
-        if is_controller {
+        if who == Who::Controller {
             break;
         }
     }
@@ -162,21 +184,24 @@ async fn run_bodies(spec: &TestSpec, network: &Arc<Network>) -> Result<(), BodyF
 }
 
 /// Runs a body, turning a panic into a failure with its message.
-async fn caught(body: ControllerFuture) -> Outcome {
+async fn caught(body: ControllerFuture) -> Result<(), Failure> {
     match std::panic::AssertUnwindSafe(body).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(panic) => Err(format!("panicked: {}", crate::network::panic_message(&*panic)).into()),
     }
 }
 
-/// The topology, each link's configured impairment, and the kernel's counters.
+/// The topology and backend, each link's configured impairment, and the backend's
+/// counters of it.
 async fn describe(spec: &TestSpec, network: &Network) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "network: {} peers in {}",
+        "network: {} peers in {} ({} backend, seed {})",
         network.peer_count(),
-        network.subnet()
+        network.subnet(),
+        network.backend(),
+        network.seed()
     );
     for peer in network.peers() {
         if let Ok(addr) = network.addr(peer) {
@@ -215,18 +240,15 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn links_take_the_default_and_the_test_seed() {
+    fn links_take_the_default_unless_they_have_their_own() {
         let lossy = LinkImpairment::new().with_loss(1.0);
+        let own = LinkImpairment::new()
+            .with_latency(Duration::from_millis(5))
+            .with_seed(99);
         let spec = TestSpec::new(3)
             .with_seed(7)
             .with_default_impairment(lossy.clone())
-            .with_link(
-                1,
-                2,
-                LinkImpairment::new()
-                    .with_latency(Duration::from_millis(5))
-                    .with_seed(99),
-            );
+            .with_link(1, 2, own.clone());
         let links = effective_links(&spec);
         assert_eq!(links.len(), 6, "every direction of 3 peers");
         let of = |a, b| {
@@ -237,18 +259,16 @@ mod tests {
                 .1
                 .clone()
         };
-        assert_eq!(of(1, 2).seed, Some(99), "a link's own seed wins");
         assert_eq!(
-            of(1, 2).latency,
-            5_000,
-            "the specific link replaces the default"
+            of(1, 2),
+            own,
+            "the specific link replaces the default whole"
         );
-        assert_eq!(of(2, 1).loss, 1.0);
-        assert_eq!(of(2, 1).seed, Some(7 + (2 << 16) + 1));
-        assert_ne!(
-            of(2, 3).seed,
-            of(3, 2).seed,
-            "each direction its own stream"
+        assert_eq!(
+            of(2, 1),
+            lossy,
+            "the test's seed is the network's, not written into impairments"
         );
+        assert!(effective_links(&TestSpec::new(3)).is_empty());
     }
 }

@@ -23,7 +23,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -31,45 +30,18 @@ use std::time::Duration;
 
 use linkme::distributed_slice;
 
+use crate::capture::CaptureKeep;
 use crate::error::Error;
-use crate::network::{Link, PeerId};
+use crate::network::{BackendKind, Link, PeerId};
 use crate::tc::impairment::LinkImpairment;
-use crate::testing::{Controller, Peer};
-
-/// How a body ended: `Err` carries the failure, already formatted.
-pub type Outcome = Result<(), BodyFailure>;
-
-/// Why a body did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyFailure {
-    /// What went wrong (the error's `Debug` text, or a panic's message).
-    pub message: String,
-    /// The body returned [`Error::Unsupported`]: the kernel lacks a feature, so the
-    /// harness reports the test as ignored with this reason instead of failed.
-    pub unsupported: bool,
-}
-
-impl From<String> for BodyFailure {
-    fn from(message: String) -> Self {
-        BodyFailure {
-            message,
-            unsupported: false,
-        }
-    }
-}
-
-impl fmt::Display for BodyFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+use crate::testing::{Controller, Failure, Peer};
 
 /// The future of a peer body.
 ///
 /// Not `Send`: each peer body is created and driven on that peer's own thread (inside
 /// its namespace), so it may hold `Rc`, `RefCell` guards and other thread-bound values
 /// across `.await`.
-pub type PeerFuture = Pin<Box<dyn Future<Output = Outcome>>>;
+pub type PeerFuture = Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
 
 /// The future of a controller body.
 ///
@@ -77,7 +49,7 @@ pub type PeerFuture = Pin<Box<dyn Future<Output = Outcome>>>;
 /// the peers' threads, and the harness may move it between worker threads (or spawn it
 /// to catch its panic on its own). A controller that needs thread-bound state keeps it
 /// out of its `.await` points, or hands the work to a peer body.
-pub type ControllerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+pub type ControllerFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 
 /// A peer body: called once, on the peer's thread, with that peer's handle.
 pub type PeerBody = fn(Peer) -> PeerFuture;
@@ -88,39 +60,6 @@ pub type ControllerBody = fn(Controller) -> ControllerFuture;
 /// A standalone body (`async fn t()`): builds its own networks; the harness provides
 /// privileges, the serial lock and the timeout.
 pub type StandaloneBody = fn(()) -> ControllerFuture;
-
-/// What a test body may return: `()`, or `Result<(), E>` with `E: Debug`.
-///
-/// The error is kept as its `Debug` text, as libtest does for tests returning `Result`.
-#[diagnostic::on_unimplemented(
-    message = "a linkem test body must return `()` or `Result<(), E>` with `E: Debug`, not `{Self}`",
-    label = "returns `{Self}`, not `()` or `Result<(), E: Debug>`"
-)]
-pub trait IntoTestOutcome {
-    /// Turns the body's return value into an [`Outcome`].
-    fn into_outcome(self) -> Outcome;
-}
-
-impl IntoTestOutcome for () {
-    fn into_outcome(self) -> Outcome {
-        Ok(())
-    }
-}
-
-impl<E: fmt::Debug + 'static> IntoTestOutcome for Result<(), E> {
-    fn into_outcome(self) -> Outcome {
-        self.map_err(|e| {
-            // A linkem error saying the kernel lacks a feature is not the test's failure.
-            match (&e as &dyn std::any::Any).downcast_ref::<Error>() {
-                Some(unsupported @ Error::Unsupported { .. }) => BodyFailure {
-                    message: unsupported.to_string(),
-                    unsupported: true,
-                },
-                _ => BodyFailure::from(format!("{e:?}")),
-            }
-        })
-    }
-}
 
 /// One test, as `#[linkem::test]` registers it in [`TESTS`].
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +107,9 @@ pub struct TestSpec {
     subnet: Option<(IpAddr, u8)>,
     timeout: Option<Duration>,
     seed: Option<u64>,
+    backend: Option<BackendKind>,
+    capture: Option<CaptureKeep>,
+    capture_dir: Option<&'static str>,
     parallel: bool,
     ignore: Option<Option<&'static str>>,
     default_impairment: Option<LinkImpairment>,
@@ -188,6 +130,9 @@ impl TestSpec {
             subnet: None,
             timeout: None,
             seed: None,
+            backend: None,
+            capture: None,
+            capture_dir: None,
             parallel: false,
             ignore: None,
             default_impairment: None,
@@ -212,10 +157,33 @@ impl TestSpec {
         self
     }
 
-    /// The seed of everything random in the test: netem's generators (for links that
-    /// set no seed of their own) and the harness's choices.
+    /// The seed of the test's networks ([`NetworkBuilder::seed`](crate::network::NetworkBuilder::seed)):
+    /// every link's random stream is derived from it, unless the link sets a seed of its
+    /// own. The harness-built network gets it through its builder; a standalone test's
+    /// networks built on the test's thread without a seed of their own get it too.
+    /// `LINKEM_SEED` overrides it. Without it the harness picks a random one per run and
+    /// prints it (with the command that replays it) when the test fails.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Pins the test to one backend (the `backend` key): the harness runs it on that
+    /// backend only, instead of once per backend available. [`BackendKind::Auto`]
+    /// unpins it.
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
+        self.backend = (backend != BackendKind::Auto).then_some(backend);
+        self
+    }
+
+    /// Captures the test's networks (the `capture` key), keeping the files as `keep`
+    /// says (`LINKEM_CAPTURE_KEEP` wins). They go into `LINKEM_CAPTURE` if it is set,
+    /// else into `linkem-captures` under `target_tmpdir` (the expansion passes cargo's
+    /// `CARGO_TARGET_TMPDIR`, set for integration tests and benchmarks), else under the
+    /// system's temporary directory.
+    pub fn with_capture(mut self, keep: CaptureKeep, target_tmpdir: Option<&'static str>) -> Self {
+        self.capture = Some(keep);
+        self.capture_dir = target_tmpdir;
         self
     }
 
@@ -306,6 +274,25 @@ impl TestSpec {
     /// The test's seed, if it sets one.
     pub fn seed(&self) -> Option<u64> {
         self.seed
+    }
+
+    /// The backend the test is pinned to, or `None` when it runs on every backend
+    /// available.
+    pub fn backend(&self) -> Option<BackendKind> {
+        self.backend
+    }
+
+    /// Which captures the test keeps, if it asks for capture itself.
+    pub fn capture(&self) -> Option<CaptureKeep> {
+        self.capture
+    }
+
+    /// Where the test's captures go when `LINKEM_CAPTURE` names no directory.
+    pub fn capture_dir(&self) -> std::path::PathBuf {
+        self.capture_dir
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("linkem-captures")
     }
 
     /// True when the test may run without the global namespace lock.
@@ -420,6 +407,7 @@ mod tests {
         assert_eq!(spec.subnet(), None);
         assert_eq!(spec.timeout(), None);
         assert_eq!(spec.seed(), None);
+        assert_eq!(spec.backend(), None);
         assert!(!spec.is_parallel());
         assert!(!spec.is_ignored());
         assert!(spec.default_impairment().is_none());
@@ -464,6 +452,13 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_to_auto_is_no_pin() {
+        let spec = TestSpec::new(1).with_backend(BackendKind::Userspace);
+        assert_eq!(spec.backend(), Some(BackendKind::Userspace));
+        assert_eq!(spec.with_backend(BackendKind::Auto).backend(), None);
+    }
+
+    #[test]
     fn ignore_with_and_without_reason() {
         let spec = TestSpec::new(1).with_ignore(None);
         assert!(spec.is_ignored());
@@ -486,16 +481,6 @@ mod tests {
         for spec in bad {
             assert!(spec.validate().is_err(), "{spec:?}");
         }
-    }
-
-    #[test]
-    fn outcomes() {
-        assert_eq!(().into_outcome(), Ok(()));
-        assert_eq!(Ok::<(), std::io::Error>(()).into_outcome(), Ok(()));
-        assert_eq!(
-            Err::<(), _>("boom").into_outcome(),
-            Err(String::from("\"boom\"").into())
-        );
     }
 
     #[test]

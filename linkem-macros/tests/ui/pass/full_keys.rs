@@ -12,6 +12,8 @@ async fn first(_peer: Peer) {}
     subnet = "10.1.0.0/16",
     timeout = "2min",
     seed = 42,
+    capture = "failed",
+    backend = "userspace",
     parallel,
     ignore = "needs a 5.17 kernel for netem seeds",
     all(latency = "10ms", loss = 0.5),
@@ -54,6 +56,9 @@ fn main() {
     assert_eq!(spec.subnet(), Some(("10.1.0.0".parse().unwrap(), 16)));
     assert_eq!(spec.timeout(), Some(Duration::from_secs(120)));
     assert_eq!(spec.seed(), Some(42));
+    assert_eq!(spec.backend(), Some(linkem::BackendKind::Userspace));
+    assert_eq!(spec.capture(), Some(linkem::capture::CaptureKeep::Failed));
+    assert!(spec.capture_dir().ends_with("linkem-captures"));
     assert!(spec.is_parallel());
     assert_eq!(spec.ignore_reason(), Some("needs a 5.17 kernel for netem seeds"));
     let all = LinkImpairment::new()
@@ -107,5 +112,7 @@ fn main() {
 
     let spec = (defs[1].spec)();
     assert!(spec.is_parallel() && spec.is_ignored() && spec.ignore_reason().is_none());
+    assert_eq!(spec.backend(), None, "without the key: every backend");
+    assert_eq!(spec.capture(), None, "without the key: no capture");
     assert_eq!(spec.subnet(), Some(("fd00:1::".parse().unwrap(), 120)));
 }
