@@ -240,39 +240,72 @@ impl Probe {
 }
 
 /// How far an arrival time ([`Arrival::at`]) may be off: it comes from the kernel's
-/// CLOCK_REALTIME stamp through a monotonic clock read bracketed by two realtime reads
-/// ([`clock_pair`]), whose midpoint is within half their gap of the realtime at the
-/// monotonic read; a gap above twice this is read again.
+/// CLOCK_REALTIME stamp through what [`Clocks`] knows of the realtime clock at a
+/// monotonic instant, which is kept within this (narrower once a few readings are in).
 pub const STAMP_TOLERANCE: Duration = Duration::from_micros(50);
 
-/// The monotonic clock now, and the realtime clock at the same moment, within
-/// [`STAMP_TOLERANCE`]: the monotonic read sits between two realtime reads, and their
-/// midpoint is taken. A preemption between the reads widens the gap; such a pair is
-/// read again (up to four times, then the narrowest is used). Two plain reads one after
-/// the other carried a preemption into the stamps whole: in a user-mode-linux lane,
-/// where each clock read is a system call, a batch of datagrams looked 0.53 ms earlier
-/// than it arrived, and a floor check failed.
-pub fn clock_pair() -> (Instant, SystemTime) {
-    let mut best: Option<(Duration, Instant, SystemTime)> = None;
-    for _ in 0..4 {
-        let before = SystemTime::now();
-        let now = Instant::now();
-        let after = SystemTime::now();
-        // A realtime clock stepped back between the reads: no bracket, try again.
-        let Ok(gap) = after.duration_since(before) else {
-            continue;
-        };
-        if best.is_none_or(|(narrowest, _, _)| gap < narrowest) {
-            best = Some((gap, now, before + gap / 2));
+/// CLOCK_REALTIME against CLOCK_MONOTONIC, for turning receive stamps into Instants.
+///
+/// The two clocks advance together: NTP and adjtime(3) slew CLOCK_MONOTONIC as they slew
+/// CLOCK_REALTIME (clock_gettime(2); both are read from one timekeeper, realtime as
+/// monotonic plus `offs_real`, ktime_get_with_offset()). Their difference changes only
+/// when the realtime clock is set. So each reading, a monotonic read between two
+/// realtime reads, bounds that difference, and every bound holds until the clock is
+/// set: the estimate is the intersection of all readings, which only narrows. A
+/// reading that does not meet it means the clock was set; the estimate starts again
+/// from that reading.
+///
+/// One reading alone was not enough: in a user-mode-linux lane with both host cores
+/// busy, every clock read (a system call there) sometimes took 400 us, four readings
+/// in a row were 770 to 800 us wide, and the midpoint of such a reading put arrivals up
+/// to 400 us before they happened.
+#[derive(Debug, Default)]
+pub struct Clocks {
+    /// At monotonic `.0`, the realtime clock was between `.1` and `.2`.
+    known: Option<(Instant, SystemTime, SystemTime)>,
+}
+
+impl Clocks {
+    /// The monotonic clock now, and the realtime clock at that moment (within
+    /// [`STAMP_TOLERANCE`] unless every reading so far was wider than twice that: a
+    /// wide first reading is followed by up to three more).
+    pub fn now(&mut self) -> (Instant, SystemTime) {
+        for _ in 0..4 {
+            let before = SystemTime::now();
+            let now = Instant::now();
+            let after = SystemTime::now();
+            self.learn(now, before, after);
+            if self.width() <= 2 * STAMP_TOLERANCE {
+                break;
+            }
         }
-        if gap <= 2 * STAMP_TOLERANCE {
-            break;
-        }
+        let (now, lo, hi) = self.known.expect("a reading was just taken");
+        let width = hi.duration_since(lo).unwrap_or_default();
+        (now, lo + width / 2)
     }
-    best.map_or_else(
-        || (Instant::now(), SystemTime::now()),
-        |(_, now, real)| (now, real),
-    )
+
+    /// The width of what is known of the realtime clock (zero before the first reading).
+    pub fn width(&self) -> Duration {
+        self.known
+            .and_then(|(_, lo, hi)| hi.duration_since(lo).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds a reading: at monotonic `now` the realtime clock was between `before` and
+    /// `after`.
+    fn learn(&mut self, now: Instant, before: SystemTime, after: SystemTime) {
+        // A realtime clock set back between the two reads: not a reading.
+        if after < before {
+            return;
+        }
+        let met = self.known.and_then(|(then, lo, hi)| {
+            // What was known, carried forward to `now` (the clocks advance together).
+            let moved = now.saturating_duration_since(then);
+            let (lo, hi) = ((lo + moved).max(before), (hi + moved).min(after));
+            (lo <= hi).then_some((now, lo, hi))
+        });
+        self.known = Some(met.unwrap_or((now, before, after)));
+    }
 }
 
 /// Datagrams read at most this many at a time.
@@ -296,6 +329,7 @@ const BATCH: usize = 64;
 struct StampedReader {
     headers: MultiHeaders<SockaddrStorage>,
     bufs: Vec<Vec<u8>>,
+    clocks: Clocks,
 }
 
 impl StampedReader {
@@ -303,6 +337,7 @@ impl StampedReader {
         StampedReader {
             headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec))),
             bufs: vec![vec![0; size]; BATCH],
+            clocks: Clocks::default(),
         }
     }
 
@@ -323,9 +358,9 @@ impl StampedReader {
                     MsgFlags::MSG_DONTWAIT,
                     None,
                 )?;
-                // One pair for the batch: on user-mode-linux each clock read is a
-                // system call, and a receiver that read pairs per datagram fell behind.
-                let (now, real) = clock_pair();
+                // One reading for the batch: on user-mode-linux each clock read is a
+                // system call, and a receiver that read clocks per datagram fell behind.
+                let (now, real) = self.clocks.now();
                 let mut batch = Vec::with_capacity(BATCH);
                 for msg in got {
                     let mut at = now;
@@ -432,4 +467,78 @@ fn udp_rcvbuf_errors() -> u64 {
         .find(|(name, _)| *name == "RcvbufErrors")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn readings_narrow_what_is_known_of_the_realtime_clock() {
+        let mono = Instant::now();
+        // The realtime clock is exactly `real0 + (t - mono)`.
+        let real0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut clocks = Clocks::default();
+        // A wide reading (a preemption between the reads): 800 us, off-centre.
+        clocks.learn(mono, real0 - us(700), real0 + us(100));
+        assert_eq!(clocks.width(), us(800));
+        // A narrow one 5 ms later, its other side off-centre.
+        let t = mono + Duration::from_millis(5);
+        clocks.learn(
+            t,
+            real0 + Duration::from_millis(5) - us(10),
+            real0 + Duration::from_millis(5) + us(30),
+        );
+        assert_eq!(clocks.width(), us(40));
+        // Later wide readings keep what the narrow one told.
+        let t = mono + Duration::from_millis(9);
+        let r = real0 + Duration::from_millis(9);
+        clocks.learn(t, r - us(400), r + us(400));
+        assert_eq!(clocks.width(), us(40));
+        // And one that cuts the other side narrows it further.
+        clocks.learn(t, r - us(3), r + us(500));
+        let (_, lo, hi) = clocks.known.unwrap();
+        assert_eq!((lo, hi), (r - us(3), r + us(30)));
+        // The truth is always inside.
+        assert!(lo <= r && r <= hi);
+    }
+
+    #[test]
+    fn a_set_clock_starts_again_and_a_clock_set_back_mid_reading_is_ignored() {
+        let mono = Instant::now();
+        let real0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut clocks = Clocks::default();
+        clocks.learn(mono, real0 - us(5), real0 + us(5));
+        // Set back between the reads of one reading: ignored.
+        clocks.learn(mono + us(100), real0 + us(200), real0 + us(50));
+        assert_eq!(clocks.known.unwrap().0, mono);
+        // Set forward by a second: the next reading disagrees, and is taken alone.
+        let t = mono + Duration::from_millis(1);
+        let r = real0 + Duration::from_secs(1) + Duration::from_millis(1);
+        clocks.learn(t, r - us(20), r + us(20));
+        assert_eq!(clocks.known.unwrap(), (t, r - us(20), r + us(20)));
+    }
+
+    #[test]
+    fn the_clocks_now_agree_with_the_system() {
+        let mut clocks = Clocks::default();
+        let (mono, real) = clocks.now();
+        // Both answers lie in what the first reading knew, carried forward.
+        let width = clocks.width();
+        let (mono2, real2) = clocks.now();
+        assert!(clocks.width() <= width, "a reading widened what was known");
+        let elapsed = mono2 - mono;
+        let real_elapsed = real2.duration_since(real).expect("realtime went forward");
+        let off = elapsed.abs_diff(real_elapsed);
+        assert!(
+            off <= width,
+            "{elapsed:?} on the monotonic clock, {real_elapsed:?} on the realtime one, \
+             {width:?} known"
+        );
+        assert!(SystemTime::now() + width >= real2);
+    }
 }

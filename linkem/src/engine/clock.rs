@@ -33,25 +33,37 @@ fn read(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-/// How long one realtime-to-monotonic offset is used before it is read again. NTP
-/// slews CLOCK_REALTIME by at most 500 ppm (adjtimex(2)), so an offset drifts at most
-/// 5 us in this time; reading it more often would cost three clock reads (system calls
-/// on user-mode-linux, which has no vDSO) for nothing.
-const OFFSET_LIFETIME: Nanos = 10_000_000;
-
-/// An offset whose two monotonic reads were further apart than this (a preemption in
-/// between) is read again, up to four times; then the narrowest is used.
-const OFFSET_TOLERANCE: i64 = 20_000;
+/// How often the realtime-to-monotonic offset is read again while frames flow: a
+/// reading costs three clock reads (system calls on user-mode-linux, which has no
+/// vDSO), and is needed only to narrow the estimate and to notice a set clock.
+const READ_EVERY: Nanos = 10_000_000;
 
 /// A stamp claiming a frame waited longer than this is not believed (a step of the
 /// realtime clock since the offset was read): the frame arrived when it was read.
 const LONGEST_WAIT: Nanos = 1_000_000_000;
 
 /// Turns kernel receive stamps (CLOCK_REALTIME) into monotonic arrival times.
+///
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC changes only when the realtime clock is set:
+/// NTP and adjtime(3) slew both clocks alike (clock_gettime(2); the timekeeper computes
+/// realtime as monotonic plus `offs_real`, ktime_get_with_offset()). Each reading (a
+/// realtime read between two monotonic reads) bounds the difference, so the estimate
+/// is the intersection of the readings since the clock was last set, which only
+/// narrows; a reading outside it means the clock was set, and starts it again. A
+/// single reading was not enough: on user-mode-linux, with the host's cores busy,
+/// every clock read sometimes took hundreds of microseconds, and so did each of four
+/// readings in a row.
 #[derive(Debug, Default)]
 pub(crate) struct Stamps {
-    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, and the monotonic time it was read.
-    offset: Option<(i64, Nanos)>,
+    /// The difference lies in `lo..=hi` (nanoseconds); read at monotonic `at`.
+    offset: Option<Offset>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Offset {
+    lo: i64,
+    hi: i64,
+    at: Nanos,
 }
 
 impl Stamps {
@@ -63,14 +75,16 @@ impl Stamps {
             return read;
         };
         let offset = match self.offset {
-            Some((offset, at)) if read.saturating_sub(at) < OFFSET_LIFETIME => offset,
+            Some(o) if read.saturating_sub(o.at) < READ_EVERY => o,
             _ => {
-                let offset = read_offset();
-                self.offset = Some((offset, read));
-                offset
+                let (before, realtime, after) = reading();
+                self.learn(before, realtime, after)
             }
         };
-        let mono = real - offset;
+        // The smallest difference the readings allow: the latest arrival they allow.
+        // netem counts from the enqueue, which cannot come before the stamp; an arrival
+        // taken early by the estimate's error would let a packet leave early.
+        let mono = real - offset.lo;
         if mono < 0 {
             return read;
         }
@@ -81,25 +95,35 @@ impl Stamps {
             read - waited
         }
     }
+
+    /// Adds a reading: the realtime clock read `realtime` between the monotonic reads
+    /// `before` and `after`.
+    fn learn(&mut self, before: i64, realtime: i64, after: i64) -> Offset {
+        let reading = Offset {
+            lo: realtime - after,
+            hi: realtime - before,
+            at: after.max(0) as Nanos,
+        };
+        let met = self.offset.and_then(|o| {
+            let (lo, hi) = (o.lo.max(reading.lo), o.hi.min(reading.hi));
+            (lo <= hi).then_some(Offset {
+                lo,
+                hi,
+                at: reading.at,
+            })
+        });
+        let offset = met.unwrap_or(reading);
+        self.offset = Some(offset);
+        offset
+    }
 }
 
-/// CLOCK_REALTIME minus CLOCK_MONOTONIC: a realtime read bracketed by two monotonic
-/// reads, against their midpoint.
-fn read_offset() -> i64 {
-    let mut best: Option<(i64, i64)> = None;
-    for _ in 0..4 {
-        let before = read(libc::CLOCK_MONOTONIC);
-        let real = realtime();
-        let after = read(libc::CLOCK_MONOTONIC);
-        let gap = after - before;
-        if best.is_none_or(|(narrowest, _)| gap < narrowest) {
-            best = Some((gap, real - (before + gap / 2)));
-        }
-        if gap <= OFFSET_TOLERANCE {
-            break;
-        }
-    }
-    best.map_or(0, |(_, offset)| offset)
+/// A realtime read between two monotonic reads.
+fn reading() -> (i64, i64, i64) {
+    let before = read(libc::CLOCK_MONOTONIC);
+    let real = realtime();
+    let after = read(libc::CLOCK_MONOTONIC);
+    (before, real, after)
 }
 
 #[cfg(test)]
@@ -110,7 +134,8 @@ mod tests {
     fn a_stamp_moves_the_arrival_back_by_the_wait_and_never_forward() {
         let mut stamps = Stamps::default();
         let read = now();
-        let offset = read_offset();
+        let (before, real, after) = reading();
+        let offset = real - (before + after) / 2;
         // Stamped 3 ms before the read.
         let at = stamps.arrival(Some(read as i64 - 3_000_000 + offset), read);
         let error = (read - 3_000_000).abs_diff(at);
@@ -129,14 +154,41 @@ mod tests {
     }
 
     #[test]
+    fn readings_narrow_the_offset_until_the_clock_is_set() {
+        // The true offset: realtime = monotonic + 10^12.
+        const TRUE: i64 = 1_000_000_000_000;
+        let mut stamps = Stamps::default();
+        // A wide reading (800 us between the monotonic reads), then a narrow one.
+        let o = stamps.learn(1_000_000, 1_000_700 + TRUE, 1_800_000);
+        assert_eq!((o.lo, o.hi), (TRUE - 799_300, TRUE + 700));
+        let o = stamps.learn(5_000_000, 5_010_000 + TRUE, 5_040_000);
+        assert_eq!((o.lo, o.hi), (TRUE - 30_000, TRUE + 700));
+        // A wide one later keeps what the narrow one told; one cutting a side narrows.
+        let o = stamps.learn(9_000_000, 9_000_000 + TRUE, 9_800_000);
+        assert_eq!((o.lo, o.hi), (TRUE - 30_000, TRUE));
+        assert!(o.lo <= TRUE && TRUE <= o.hi);
+        // The arrival uses the smallest offset the readings allow: never early.
+        stamps.offset = Some(Offset { at: now(), ..o });
+        let read = now();
+        let stamp = (read - 2_000_000) as i64 + TRUE;
+        assert_eq!(stamps.arrival(Some(stamp), read), read - 2_000_000 + 30_000);
+        // The clock set forward by a second: the next reading is outside, and alone.
+        let o = stamps.learn(20_000_000, 20_000_000 + TRUE + 1_000_000_000, 20_020_000);
+        assert_eq!(
+            (o.lo, o.hi),
+            (TRUE + 1_000_000_000 - 20_000, TRUE + 1_000_000_000)
+        );
+    }
+
+    #[test]
     fn the_offset_is_read_again_once_it_is_old() {
         let mut stamps = Stamps::default();
-        let read = now();
-        stamps.arrival(Some(0), read);
-        let first = stamps.offset.unwrap().1;
-        stamps.arrival(Some(0), read + OFFSET_LIFETIME - 1);
-        assert_eq!(stamps.offset.unwrap().1, first);
-        stamps.arrival(Some(0), read + OFFSET_LIFETIME);
-        assert_eq!(stamps.offset.unwrap().1, read + OFFSET_LIFETIME);
+        stamps.arrival(Some(0), now());
+        let first = stamps.offset.unwrap().at;
+        stamps.arrival(Some(0), first + READ_EVERY - 1);
+        assert_eq!(stamps.offset.unwrap().at, first);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        stamps.arrival(Some(0), first + READ_EVERY);
+        assert!(stamps.offset.unwrap().at >= first + 1_000_000);
     }
 }
