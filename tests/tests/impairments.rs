@@ -16,7 +16,7 @@ use linkem::tc::impairment::{Distribution, LinkImpairment, LossModel, Percent, R
 use linkem::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use linkem_tests::pace::{backlogged_pace, longest_run};
+use linkem_tests::pace::backlogged_pace;
 use linkem_tests::probe::Probe;
 use linkem_tests::stats::{scaled, simulated_ranges, Correlated, LossPattern, SplitMix, Z_RARE};
 use linkem_tests::{network, network_in, oracle_command};
@@ -955,9 +955,9 @@ async fn netem_rate_serialises_packets() -> Result<(), Error> {
         LinkImpairment::new().with_netem_rate(RATE),
     )
     .await?;
-    // 200 datagrams, about 170 ms of departures: room for a backlog to form after the
-    // sender's first stalls (see below).
-    const N: u32 = 200;
+    // 300 datagrams, about 250 ms of departures, most of them after the sender is done
+    // (see below).
+    const N: u32 = 300;
     let delivery = Probe::new(N, 7550)
         .size(PAYLOAD)
         .silence(Duration::from_millis(1500))
@@ -991,30 +991,39 @@ async fn netem_rate_serialises_packets() -> Result<(), Error> {
     }
     // The rate itself. While the queue stays backlogged (each datagram entered before
     // the previous one was due to leave), departure k of the run is due `k *
-    // per_packet` after the run's first. A datagram entered by the time its send call
-    // returned (`sent_by`, a ceiling) and the previous one leaves no earlier than
-    // `earliest` (a floor), so `sent_by[k] <= earliest[k - 1]` proves the backlog.
-    // `sent` (a floor) does not: in a user-mode-linux lane a send call took up to 5 ms
-    // (the sender preempted inside it), the queue ran dry meanwhile, and the schedule
-    // restarted later; judged from `sent`, such runs read up to 1.8 % slow (4.8 % once
-    // in CI). A serialiser that runs late (a timer or a thread not scheduled, for up
-    // to 13 ms in a user-mode-linux lane) sends what it owes at once and then keeps to
-    // its schedule, so each arrival is its due time plus a lateness that is never
+    // per_packet` after the run's first. It is judged after the last send call
+    // returned: every datagram had entered by then (`sent_by`, a ceiling), so each
+    // departure whose predecessor leaves later (`earliest`, a floor) is backlogged.
+    // Before that, the backlog is not proved by `sent` (a floor): in a
+    // user-mode-linux lane a send call took up to 5 ms (the sender preempted inside
+    // it), the queue ran dry meanwhile and the schedule restarted later, and such runs
+    // read up to 1.8 % slow (4.8 % once in CI). And while the sender still sends, it
+    // and the engine take turns on user-mode-linux's one CPU: with the host's cores
+    // busy, the engine was late through a whole half of a run judged from the first
+    // backlogged datagram, and the slope read 175 us.
+    //
+    // A serialiser that runs late (a timer or a thread not scheduled, for up to 13 ms
+    // in a user-mode-linux lane) sends what it owes at once and then keeps to its
+    // schedule, so each arrival is its due time plus a lateness that is never
     // negative; the on-time arrivals lie on one line of slope `per_packet` and every
     // other arrival lies above it. The slope of the lower convex hull of (k, arrival)
     // at the run's middle is that line's: it is off only by the lateness of the least
     // late arrival in each half over the distance between them (tens of microseconds
-    // over a dozen datagrams or more). Gaps between neighbours were not: in a loaded
-    // lane as few as 8 of 99 were within 10 % of the frame time.
+    // over dozens of datagrams). Gaps between neighbours were not: in a loaded lane as
+    // few as 8 of 99 were within 10 % of the frame time.
     let mut arrival: Vec<Option<Instant>> = vec![None; N as usize];
     for a in &delivery.arrived {
         arrival[a.seq as usize] = Some(a.at);
     }
-    let backlogged = |k: usize| delivery.sent_by[k] <= earliest[k - 1];
-    let run = longest_run((1..N as usize).filter(|&k| backlogged(k)));
+    let done = delivery.sent_by[N as usize - 1];
+    let start = (1..N as usize)
+        .find(|&k| earliest[k - 1] >= done)
+        .unwrap_or(N as usize);
+    let run = start..N as usize;
     assert!(
         run.len() >= N as usize / 4,
-        "the sender did not outrun the rate (the longest backlog held {} of {N} datagrams)",
+        "the sender did not outrun the rate (the queue was backlogged for {} of {N} \
+         departures after the last send)",
         run.len()
     );
     let t0 = delivery.sent[0];
