@@ -37,6 +37,11 @@ pub struct Probe {
     progress: Option<tokio::sync::watch::Sender<u32>>,
 }
 
+/// How long a receiver waits for a first contact: a first ARP request lost while a
+/// fresh bridge port still comes up is retried after a second, and the datagrams wait
+/// for it. The default silence of a [`Probe`].
+pub const FIRST_CONTACT: Duration = Duration::from_secs(3);
+
 impl Probe {
     /// `count` datagrams to `port`, back to back, each only its sequence number; the
     /// receiver stops once `count` arrived or after three seconds of silence (a first
@@ -53,7 +58,7 @@ impl Probe {
             scheduled: false,
             window: 1,
             paced: false,
-            silence: Duration::from_secs(3),
+            silence: FIRST_CONTACT,
             until_count: true,
             progress: None,
         }

@@ -17,7 +17,7 @@ use linkem::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use linkem_tests::pace::backlogged_pace;
-use linkem_tests::probe::Probe;
+use linkem_tests::probe::{Probe, FIRST_CONTACT};
 use linkem_tests::stats::{scaled, simulated_ranges, Correlated, LossPattern, SplitMix, Z_RARE};
 use linkem_tests::{network, network_in, oracle_command};
 
@@ -53,6 +53,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// request lost while a fresh bridge port comes up is retried only after a second. In
 /// a 6.12 lane every datagram of a cold baseline waited that second (median 999 ms).
 async fn baseline(net: &Network, from: PeerId, to: PeerId) -> Result<Duration, Error> {
+    // The probe's default silence is FIRST_CONTACT.
     let warm = Probe::new(1, 7390).run(net, from, to).await?;
     assert_eq!(
         warm.arrived.len(),
@@ -1060,11 +1061,9 @@ async fn reaching(net: &Network, from: PeerId, to: PeerId, port: u16) -> Result<
     reaching_within(net, from, to, port, ms(700)).await
 }
 
-/// How long a first contact waits: a first ARP request lost while a fresh bridge port
-/// still comes up is retried after a second, and the datagrams wait for it (in a 6.12
-/// lane, 700 ms of silence once ended a first contact before anything arrived).
-const FIRST_CONTACT: Duration = Duration::from_secs(3);
-
+/// How many of 20 datagrams from `from` reach `to` within `silence` of the last (a
+/// first contact needs [`FIRST_CONTACT`]: in a 6.12 lane, 700 ms of silence once ended
+/// one before anything arrived).
 async fn reaching_within(
     net: &Network,
     from: PeerId,
